@@ -1,0 +1,31 @@
+# zipvlm: `make install demo` to set up and see it work, `make test` for the suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench lint clean
+
+install: $(STAMP)
+
+# torch is pinned and installed first: any other version pulls several GB of CUDA wheels.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[export,dev]'
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/zipvlm demo
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m zipvlm.bench.vision
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf artifacts .pytest_cache

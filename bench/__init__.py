@@ -1,0 +1,1 @@
+"""Benchmarks run by `make bench`: real-size shapes, random weights, printed as tables."""

@@ -1,0 +1,1 @@
+"""Calibration frame sets and INT8 quantization of the vision graph (not yet built)."""

@@ -1,0 +1,1 @@
+"""torch -> ONNX: the vision graph, its checks and verification, and bundle writing."""

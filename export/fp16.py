@@ -1,0 +1,92 @@
+"""`--fp16`: a half-precision vision graph whose token selection stays in float32.
+
+The encoder layers before L, the embeddings and the projector run in float16;
+layer L (which produces the attention scores and keys) and VisionZip stay in
+float32, because float16 scores tie and reorder far more often. Inputs and
+outputs stay float32, so the runtime feeds both graphs the same way.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from zipvlm.export.onnx_io import save_model
+from zipvlm.export.verify import run_onnx
+from zipvlm.runtime.errors import VerificationError
+
+# Module scopes (from the exporter's node metadata) that may run in float16.
+HALF_SCOPES = ("trunk.embeddings", "trunk.pre_norm", "trunk.layers.", "projector")
+SCOPE_KEY = "pkg.torch.onnx.name_scopes"
+
+
+@dataclass(frozen=True)
+class Fp16Tolerance:
+    keep_iou: float  # mean IoU of kept index sets, float16 vs float32 graph
+    cosine: float  # lowest per-image cosine of the dominant tokens both graphs kept
+
+
+FP16_TOLERANCE = Fp16Tolerance(keep_iou=0.9, cosine=0.99)
+
+
+@dataclass(frozen=True)
+class Fp16Result:
+    keep_iou: float
+    cosine: float
+
+
+def _runs_in_half(node: onnx.NodeProto) -> bool:
+    for prop in node.metadata_props:
+        if prop.key == SCOPE_KEY:
+            scopes = ast.literal_eval(prop.value)
+            return any(scope.startswith(HALF_SCOPES) for scope in scopes)
+    return False
+
+
+def convert_to_fp16(source: Path, target: Path) -> Path:
+    """Write `target`: `source` with the HALF_SCOPES nodes converted to float16."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(source))
+    keep_float = [node.name for node in model.graph.node if not _runs_in_half(node)]
+    half = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep_float)
+    return save_model(half, target)
+
+
+def keep_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over images of |A ∩ B| / |A ∪ B| for two (B, D) index arrays."""
+    scores = [len(set(x) & set(y)) / len(set(x) | set(y)) for x, y in zip(a, b, strict=True)]
+    return float(np.mean(scores))
+
+
+def _shared_token_cosine(ref_embeds: np.ndarray, ref_keep: np.ndarray,
+                         half_embeds: np.ndarray, half_keep: np.ndarray) -> float:
+    """Cosine of one image's dominant-token embeddings, over the tokens both graphs kept.
+
+    Dominant rows follow keep order, so one swapped token shifts every later row;
+    matching by token index compares like with like.
+    """
+    shared = np.intersect1d(ref_keep, half_keep)
+    ref = ref_embeds[np.searchsorted(ref_keep, shared)].ravel().astype(np.float64)
+    half = half_embeds[np.searchsorted(half_keep, shared)].ravel().astype(np.float64)
+    return float(ref @ half / (np.linalg.norm(ref) * np.linalg.norm(half)))
+
+
+def verify_fp16(float_path: Path, half_path: Path, pixels: np.ndarray,
+                tolerance: Fp16Tolerance = FP16_TOLERANCE) -> Fp16Result:
+    """Compare the float16 graph with the float32 one; raise VerificationError below tolerance."""
+    ref_embeds, ref_keep = run_onnx(float_path, pixels)
+    half_embeds, half_keep = run_onnx(half_path, pixels)
+    cosines = [_shared_token_cosine(*pair) for pair in zip(ref_embeds, ref_keep, half_embeds,
+                                                            half_keep, strict=True)]
+    result = Fp16Result(keep_iou=keep_iou(ref_keep, half_keep), cosine=min(cosines))
+    if result.keep_iou < tolerance.keep_iou or result.cosine < tolerance.cosine:
+        raise VerificationError(
+            f"float16 graph drifts from float32: kept-index IoU {result.keep_iou:.3f} "
+            f"(needs {tolerance.keep_iou}), cosine {result.cosine:.4f} (needs {tolerance.cosine})"
+        )
+    return result

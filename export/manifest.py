@@ -1,0 +1,116 @@
+"""What the manifest says about the source folder: preprocessing, tokens, template.
+
+The runtime reproduces the folder's image processor from `preprocess` alone, so
+every field it needs is spelled out here rather than left to a processor class.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from zipvlm.models.llava import LlavaFolder
+from zipvlm.models.visionzip import VisionZipConfig
+from zipvlm.runtime.errors import ModelFolderError
+
+# Files copied verbatim from the model folder when present (tokenizer.json is required).
+COPIED_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "chat_template.jinja", "chat_template.json", "preprocessor_config.json",
+    "processor_config.json", "generation_config.json",
+)
+PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+
+
+def copy_model_files(folder: Path, out: Path) -> list[str]:
+    """Copy tokenizer and processor files into the bundle; return their names."""
+    if not (folder / "tokenizer.json").is_file():
+        raise ModelFolderError(
+            f"{folder} has no tokenizer.json: the runtime needs a fast tokenizer "
+            "(save one with AutoTokenizer.from_pretrained(dir).save_pretrained(dir))"
+        )
+    copied = []
+    for name in COPIED_FILES:
+        if (folder / name).is_file():
+            shutil.copy2(folder / name, out / name)
+            copied.append(name)
+    return copied
+
+
+def preprocess_spec(pre: dict[str, Any], image_size: int) -> dict[str, Any]:
+    """The image processor's steps as plain data: resize, crop, pad, rescale, normalise."""
+    size = pre.get("size", {"height": image_size, "width": image_size})
+    crop = pre.get("crop_size") if pre.get("do_center_crop") else None
+    if isinstance(crop, int):
+        crop = {"height": crop, "width": crop}
+    normalize = pre.get("do_normalize", True)
+    return {
+        "image_size": image_size,
+        "convert_rgb": bool(pre.get("do_convert_rgb", True)),
+        "pad_to_square": bool(pre.get("do_pad", False)),
+        "resize": size if pre.get("do_resize", True) else None,
+        "resample": PIL_RESAMPLE.get(pre.get("resample", 3), "bicubic"),
+        "center_crop": crop,
+        "rescale_factor": pre.get("rescale_factor", 1 / 255) if pre.get("do_rescale", True) else 1.0,
+        "mean": pre.get("image_mean", [0.0] * 3) if normalize else [0.0] * 3,
+        "std": pre.get("image_std", [1.0] * 3) if normalize else [1.0] * 3,
+    }
+
+
+def chat_template(folder: Path) -> str | None:
+    """The chat template, wherever this transformers version saved it."""
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text()
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        file = folder / name
+        if file.is_file():
+            template = json.loads(file.read_text()).get("chat_template")
+            if template:
+                return template
+    return None
+
+
+def eos_token_ids(folder: Path, text_config: Any) -> list[int]:
+    """End-of-sequence ids: generation_config.json first, then the text config."""
+    eos = None
+    gen = folder / "generation_config.json"
+    if gen.is_file():
+        eos = json.loads(gen.read_text()).get("eos_token_id")
+    if eos is None:
+        eos = getattr(text_config, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [eos] if isinstance(eos, int) else list(eos)
+
+
+def build_manifest(folder: LlavaFolder, zip_config: VisionZipConfig,
+                   graphs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The manifest body (format version and sha256s are added by write_manifest)."""
+    tower = folder.tower
+    text = folder.config.text_config
+    return {
+        "model_family": f"llava/{tower.family}/{text.model_type}",
+        "source_model": str(folder.path.resolve()),
+        "vision": {
+            "tower": tower.family,
+            "has_cls": tower.has_cls,
+            "image_size": tower.image_size,
+            "patch_size": tower.patch_size,
+            "num_tokens": tower.num_tokens,
+            "feature_layer": tower.feature_layer,
+            "layer_index": tower.layer_index,
+        },
+        "preprocess": preprocess_spec(folder.preprocessor, tower.image_size),
+        "visionzip": {
+            "dominant": zip_config.dominant,
+            "contextual": zip_config.contextual,
+            "num_image_tokens": zip_config.num_output_tokens,
+        },
+        "llm": {"model_type": text.model_type, "hidden_size": folder.llm_hidden_size},
+        "image_token_id": folder.config.image_token_id,
+        "eos_token_ids": eos_token_ids(folder.path, text),
+        "chat_template": chat_template(folder.path),
+        "graphs": graphs,
+    }

@@ -1,0 +1,154 @@
+"""`zipvlm export`: a LLaVA folder in, a verified bundle out, one log line per stage.
+
+The bundle is written to a temporary sibling directory and moved into place only
+after every check passed, so a failed export never leaves a half bundle or
+destroys the previous one.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from zipvlm.export.checks import check_vision_graph
+from zipvlm.export.fp16 import FP16_TOLERANCE, convert_to_fp16, verify_fp16
+from zipvlm.export.manifest import build_manifest, copy_model_files
+from zipvlm.export.verify import sample_pixels, verify_against_torch
+from zipvlm.export.vision import export_vision_graph
+from zipvlm.models.llava import load_vision_graph, open_llava_folder
+from zipvlm.models.visionzip import VisionZipConfig
+from zipvlm.runtime.bundle import is_bundle, write_manifest
+from zipvlm.runtime.errors import ArgumentError
+
+log = logging.getLogger("zipvlm.export")
+
+VERIFY_BATCH = 2
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    model: Path  # the user's local Hugging Face LLaVA folder
+    out: Path  # bundle directory to write
+    zip: VisionZipConfig
+    fp16: bool = False  # also write vision.fp16.onnx
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    out: Path
+    max_abs_diff: float
+    files: list[str]
+
+
+@contextmanager
+def stage(name: str) -> Iterator[list[str]]:
+    """Time a stage and log one line: name, seconds, and what the stage appended."""
+    start = time.perf_counter()
+    note: list[str] = []
+    yield note
+    log.info("%-7s %6.1f s  %s", name, time.perf_counter() - start, " ".join(note))
+
+
+def human_size(path: Path) -> str:
+    size = float(path.stat().st_size)
+    for unit in ("B", "KB", "MB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def export_bundle(options: ExportOptions) -> ExportSummary:
+    """Load, trace, check, verify and write the bundle; raise ZipvlmError on user errors."""
+    check_out_dir(options.out)
+    with stage("load") as note:
+        folder = open_llava_folder(options.model)
+        graph = load_vision_graph(folder, options.zip)
+        tower = folder.tower
+        note.append(
+            f"{tower.family} tower, {tower.num_tokens} tokens, layer {tower.layer_index + 1} of "
+            f"{tower.num_layers}; keep D={options.zip.dominant} + C={options.zip.contextual} "
+            f"= {options.zip.num_output_tokens} tokens -> {folder.llm_hidden_size}-wide LLM"
+        )
+
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{options.out.name}.", dir=options.out.parent))
+    try:
+        vision = work / "vision.onnx"
+        with stage("trace") as note:
+            export_vision_graph(graph, tower.image_size, vision)
+            note.append(f"saved {vision.name} ({human_size(vision)})")
+        with stage("check") as note:
+            expected = {
+                "pixel_values": [None, 3, tower.image_size, tower.image_size],
+                "image_embeds": [None, options.zip.num_output_tokens, folder.llm_hidden_size],
+                "keep_indices": [None, options.zip.dominant],
+            }
+            report = check_vision_graph(vision, expected)
+            note.append(
+                f"onnx.checker ok; {len(report.op_counts)} op types, none of NonZero/Loop/If/"
+                f"Compress/Unique; TopK x{report.op_counts.get('TopK', 0)} with constant K; "
+                f"static shapes but batch"
+            )
+        pixels = sample_pixels(VERIFY_BATCH, tower.image_size)
+        with stage("verify") as note:
+            result = verify_against_torch(graph, vision, pixels)
+            note.append(
+                f"onnxruntime vs PyTorch on {result.batch} images: kept indices identical, "
+                f"max |image_embeds diff| {result.max_abs_diff:.1e} (atol 1e-04)"
+            )
+        graphs = {"vision.onnx": {"dtype": "float32", "quantization": "none"}}
+        if options.fp16:
+            with stage("fp16") as note:
+                half = convert_to_fp16(vision, work / "vision.fp16.onnx")
+                fp16 = verify_fp16(vision, half, pixels.numpy())
+                note.append(
+                    f"saved {half.name} ({human_size(half)}); vs float32: kept-index IoU "
+                    f"{fp16.keep_iou:.3f}, cosine on shared kept tokens {fp16.cosine:.5f} "
+                    f"(tolerance IoU >= {FP16_TOLERANCE.keep_iou}, cosine >= {FP16_TOLERANCE.cosine})"
+                )
+            graphs["vision.fp16.onnx"] = {"dtype": "float16", "quantization": "none",
+                                          "io_dtype": "float32"}
+        with stage("bundle") as note:
+            copy_model_files(folder.path, work)
+            manifest = write_manifest(work, build_manifest(folder, options.zip, graphs))
+            _replace_dir(work, options.out)
+            note.append(f"manifest.json with sha256 of {len(manifest['files'])} files -> {options.out}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return ExportSummary(out=options.out, max_abs_diff=result.max_abs_diff,
+                         files=sorted(manifest["files"]))
+
+
+def check_out_dir(out: Path) -> None:
+    """--out must be creatable, and if it exists, an empty directory or a bundle."""
+    if out.exists():
+        if not out.is_dir():
+            raise ArgumentError(f"--out {out} exists and is not a directory")
+        if any(out.iterdir()) and not is_bundle(out):
+            raise ArgumentError(
+                f"--out {out} exists and is not a zipvlm bundle; choose a new path or remove it"
+            )
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ArgumentError(f"cannot create --out {out}: {parent} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise ArgumentError(f"cannot write --out {out}: {exc.strerror} ({parent})") from None
+
+
+def _replace_dir(source: Path, target: Path) -> None:
+    """Move the finished bundle into place, replacing an older bundle there."""
+    if target.exists():
+        shutil.rmtree(target)
+    source.rename(target)

@@ -1,0 +1,1 @@
+"""PyTorch side of zipvlm: VisionZip, encoder adapters, LLaVA loading, tiny models."""

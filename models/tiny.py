@@ -1,0 +1,203 @@
+"""Tiny random-weight LLaVA folders, laid out exactly as a downloaded one.
+
+Two families: CLIP + Llama (LLaVA-1.5 style, feature layer -2, 'default' selection)
+and SigLIP + Qwen2 (llava-interleave style, feature layer -1, 'full' selection).
+Each folder has config.json, generation_config.json, model.safetensors, a real
+fast tokenizer (tokenizer.json, `<image>` special) with a chat template, and
+preprocessor/processor configs. Nothing is downloaded; the same seed gives the
+same folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+FAMILIES = ("clip-llama", "siglip-qwen2")
+
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+LLAVA_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}USER: {% else %}ASSISTANT: "
+    "{% endif %}{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "{% if message['role'] == 'user' %} {% else %}{{ eos_token }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+QWEN_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# A few sentences so byte-level BPE learns some merges; any text would do.
+CORPUS = [
+    "What is in the image? A robot arm picks up a red cup from the table.",
+    "Describe the scene. A car stops at a crossing while people walk by.",
+    "Is the door open? Yes, the door on the left is open and the light is on.",
+    "How many boxes are on the shelf? There are three boxes and one bottle.",
+] * 8
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Sizes of a tiny LLaVA; defaults give a 577-token CLIP / 576-token SigLIP tower."""
+
+    family: str = "clip-llama"
+    image_size: int = 336
+    patch_size: int = 14
+    vision_width: int = 64
+    vision_heads: int = 4
+    vision_layers: int = 3
+    text_width: int = 64
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    text_layers: int = 2
+    vocab_size: int = 384  # BPE vocabulary learned from CORPUS, specials included
+    seed: int = 0
+    # Scales the vision q/k weights: random init gives near-uniform attention whose
+    # scores sit within float noise of each other; real towers attend sharply.
+    attention_sharpness: float = 4.0
+
+
+def build_tiny_llava(out_dir: Path, spec: TinySpec = TinySpec()) -> Path:
+    """Write a tiny random LLaVA folder to `out_dir` and return it."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+    from transformers.utils import logging as hf_logging
+
+    if spec.family not in FAMILIES:
+        raise ValueError(f"unknown tiny family {spec.family!r}; choose from {FAMILIES}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = _build_tokenizer(spec)
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    clip = spec.family == "clip-llama"
+    config = LlavaConfig(
+        vision_config=_vision_config(spec),
+        text_config=_text_config(spec, tokenizer),
+        image_token_id=image_token_id,
+        vision_feature_layer=-2 if clip else -1,
+        vision_feature_select_strategy="default" if clip else "full",
+        projector_hidden_act="gelu",
+    )
+    torch.manual_seed(spec.seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    _sharpen_attention(model.model.vision_tower, spec.attention_sharpness)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars for a 1 MB file
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    _write_processor_files(out_dir, spec, clip)
+    return out_dir
+
+
+def _vision_config(spec: TinySpec):
+    from transformers import CLIPVisionConfig, SiglipVisionConfig
+
+    common = dict(
+        hidden_size=spec.vision_width,
+        intermediate_size=spec.vision_width * 4,
+        num_hidden_layers=spec.vision_layers,
+        num_attention_heads=spec.vision_heads,
+        image_size=spec.image_size,
+        patch_size=spec.patch_size,
+    )
+    if spec.family == "clip-llama":
+        return CLIPVisionConfig(projection_dim=spec.vision_width, **common)
+    return SiglipVisionConfig(**common)
+
+
+def _text_config(spec: TinySpec, tokenizer):
+    from transformers import LlamaConfig, Qwen2Config
+
+    cls = LlamaConfig if spec.family == "clip-llama" else Qwen2Config
+    return cls(
+        hidden_size=spec.text_width,
+        intermediate_size=spec.text_width * 3,
+        num_hidden_layers=spec.text_layers,
+        num_attention_heads=spec.text_heads,
+        num_key_value_heads=spec.text_kv_heads,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+
+
+def _sharpen_attention(tower, factor: float) -> None:
+    with torch.no_grad():
+        for layer in tower.encoder.layers:
+            layer.self_attn.q_proj.weight.mul_(factor)
+            layer.self_attn.k_proj.weight.mul_(factor)
+
+
+def _build_tokenizer(spec: TinySpec):
+    """A byte-level BPE fast tokenizer trained on CORPUS, wrapped as transformers saves it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if spec.family == "clip-llama":
+        specials = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+        template = LLAVA_TEMPLATE
+    else:
+        specials = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+        template = QWEN_TEMPLATE
+    extra = ["<image>"] if spec.family == "clip-llama" else ["<|im_start|>", "<image>"]
+    special_tokens = list(specials.values()) + extra
+    tok = Tokenizer(models.BPE(unk_token=specials.get("unk_token")))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec.vocab_size,
+        special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, additional_special_tokens=extra, **specials
+    )
+    fast.chat_template = template
+    return fast
+
+
+def _write_processor_files(out_dir: Path, spec: TinySpec, clip: bool) -> None:
+    """preprocessor_config.json and processor_config.json as llava-hf folders ship them."""
+    if clip:
+        image = {
+            "image_processor_type": "CLIPImageProcessor",
+            "do_resize": True,
+            "size": {"shortest_edge": spec.image_size},
+            "resample": 3,
+            "do_center_crop": True,
+            "crop_size": {"height": spec.image_size, "width": spec.image_size},
+            "image_mean": CLIP_MEAN,
+            "image_std": CLIP_STD,
+        }
+    else:
+        image = {
+            "image_processor_type": "SiglipImageProcessor",
+            "do_resize": True,
+            "size": {"height": spec.image_size, "width": spec.image_size},
+            "resample": 3,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_std": [0.5, 0.5, 0.5],
+        }
+    image.update(do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+                 do_convert_rgb=True, processor_class="LlavaProcessor")
+    processor = {
+        "processor_class": "LlavaProcessor",
+        "image_token": "<image>",
+        "patch_size": spec.patch_size,
+        "vision_feature_select_strategy": "default" if clip else "full",
+        "num_additional_image_tokens": 1 if clip else 0,
+    }
+    (out_dir / "preprocessor_config.json").write_text(json.dumps(image, indent=2) + "\n")
+    (out_dir / "processor_config.json").write_text(json.dumps(processor, indent=2) + "\n")

@@ -1,0 +1,110 @@
+"""The `zipvlm` command line.
+
+User errors (`ZipvlmError`) are caught here, once, and printed as one line with
+exit code 2. Commands that need PyTorch (export, demo) import it lazily, so the
+runtime commands start without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from zipvlm.runtime.errors import ZipvlmError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the command and pointing at --help."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(
+        prog="zipvlm",
+        description="Edge runtime for vision-language models with VisionZip token compression.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    export = commands.add_parser(
+        "export",
+        help="export a local LLaVA folder to a bundle (vision.onnx with VisionZip inside)",
+        description=(
+            "Export a local Hugging Face LLaVA folder (CLIP or SigLIP tower) to a bundle: "
+            "vision.onnx = encoder up to the feature layer + VisionZip + projector, "
+            "checked for TensorRT-safe ops and verified against PyTorch."
+        ),
+    )
+    export.add_argument("--model", type=Path, required=True, help="local Hugging Face LLaVA folder")
+    export.add_argument("--dominant", type=int, default=54, metavar="D",
+                        help="tokens kept by attention, CLS included on CLIP (default 54)")
+    export.add_argument("--contextual", type=int, default=10, metavar="C",
+                        help="tokens merged from the rest (default 10; K = D + C visual tokens)")
+    export.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    export.add_argument("--fp16", action="store_true",
+                        help="also write vision.fp16.onnx (float32 inputs/outputs)")
+    export.set_defaults(handler=_cmd_export)
+
+    demo = commands.add_parser(
+        "demo",
+        help="build a tiny random LLaVA, export it and show the verification",
+        description="Build a tiny random-weight LLaVA (offline), export it with VisionZip, verify.",
+    )
+    demo.add_argument("--workdir", type=Path, default=Path("artifacts"),
+                      help="where the tiny model and its bundle go (default ./artifacts)")
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from zipvlm.export.pipeline import ExportOptions, export_bundle
+    from zipvlm.models.visionzip import VisionZipConfig
+
+    options = ExportOptions(model=args.model, out=args.out, fp16=args.fp16,
+                            zip=VisionZipConfig(args.dominant, args.contextual))
+    summary = export_bundle(options)
+    print(f"bundle ready: {summary.out} ({', '.join(summary.files)})")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from zipvlm.export.demo import run_demo
+
+    run_demo(args.workdir)
+    return 0
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("zipvlm")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except ZipvlmError as exc:
+        print(f"zipvlm {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"zipvlm {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

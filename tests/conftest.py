@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny LLaVA folders built once per session, offline."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from zipvlm.models.tiny import TinySpec, build_tiny_llava
+
+FAMILIES = ("clip-llama", "siglip-qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    return {family: build_tiny_llava(root / family, TinySpec(family=family)) for family in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def tied_folders(tiny_folders, tmp_path_factory) -> dict[str, Path]:
+    """Tiny folders whose layer L attends uniformly and has identical keys: all ties."""
+    from transformers import LlavaForConditionalGeneration
+
+    root = tmp_path_factory.mktemp("tied")
+    out = {}
+    for family, source in tiny_folders.items():
+        model = LlavaForConditionalGeneration.from_pretrained(source)
+        tower = model.model.vision_tower
+        index = model.config.vision_feature_layer % (len(tower.encoder.layers) + 1) - 1
+        attn = tower.encoder.layers[index].self_attn
+        with torch.no_grad():
+            attn.q_proj.weight.zero_()
+            attn.q_proj.bias.zero_()  # zero logits -> uniform attention -> equal scores
+            attn.k_proj.weight.zero_()
+            attn.k_proj.bias.fill_(1.0)  # every key the same vector -> equal similarities
+        target = root / family
+        model.save_pretrained(target)
+        for file in source.iterdir():
+            if not (target / file.name).exists():
+                shutil.copy2(file, target / file.name)
+        out[family] = target
+    return out
+
+
+def reference_model(folder: Path):
+    """The folder's LlavaForConditionalGeneration with eager attention (maps available)."""
+    from transformers import LlavaForConditionalGeneration
+
+    return LlavaForConditionalGeneration.from_pretrained(folder, attn_implementation="eager").eval()
+
+
+def pixels(batch: int, seed: int, size: int = 336) -> torch.Tensor:
+    """Different normalised-looking images per batch item."""
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
