@@ -15,6 +15,8 @@ COLUMNS = (
     ("upstream_ms", "(c) upstream ms", "{:.0f}"),
     ("upstream_over_zip", "(c)/(b)", "{:.2f}x"),
     ("images_per_s", "images/s (b)", "{:.2f}"),
+    ("visionzip_no_graph_opt_ms", "(b) no ORT graph opt ms", "{:.0f}"),
+    ("visionzip_one_thread_ms", "(b) 1 thread ms", "{:.0f}"),
 )
 
 

@@ -61,6 +61,8 @@ class TowerResult:
     encoder_ms: float  # (a)
     visionzip_ms: float  # (b)
     upstream_ms: float  # (c)
+    visionzip_no_graph_opt_ms: float  # (b) with onnxruntime's graph optimizations off
+    visionzip_one_thread_ms: float  # (b) on one thread
 
     @property
     def zip_over_encoder(self) -> float:
@@ -108,9 +110,11 @@ def build_random(shape: TowerShape, zip_config: VisionZipConfig, attn: str):
     return tower, projector, tower_spec(vision, shape.feature_layer)
 
 
-def ort_timer(path: Path, threads: int) -> Callable[[np.ndarray], object]:
+def ort_timer(path: Path, threads: int, optimize: bool = True) -> Callable[[np.ndarray], object]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda pixels: session.run(None, {name: pixels})
@@ -139,14 +143,18 @@ def upstream_timer(tower: nn.Module, projector: nn.Module, spec: TowerSpec,
     return run
 
 
-def median_ms(fn: Callable[[np.ndarray], object], pixels: np.ndarray, repeats: int) -> float:
-    fn(pixels)  # warm-up: allocations, kernel selection
-    times = []
+def interleaved_medians(runners: dict[str, Callable[[np.ndarray], object]], pixels: np.ndarray,
+                        repeats: int) -> dict[str, float]:
+    """Median ms per runner; rounds alternate runners so drift hits them all alike."""
+    for run in runners.values():
+        run(pixels)  # warm-up: allocations, kernel selection
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn(pixels)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(pixels)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def bench_tower(shape: TowerShape, zip_config: VisionZipConfig, repeats: int, threads: int,
@@ -162,14 +170,20 @@ def bench_tower(shape: TowerShape, zip_config: VisionZipConfig, repeats: int, th
         batch = torch.export.Dim("batch", min=1, max=64)
         torch.onnx.export(PlainEncoder(graph.trunk), (torch.zeros(2, 3, shape.image_size,
                           shape.image_size),), dynamo=True, input_names=["pixel_values"],
-                          dynamic_shapes={"pixel_values": {0: batch}}).save(str(plain_path))
+                          dynamic_shapes={"pixel_values": {0: batch}}, verbose=False).save(str(plain_path))
     del graph
-    encoder_ms = median_ms(ort_timer(plain_path, threads), pixels, repeats)
-    zip_ms = median_ms(ort_timer(zip_path, threads), pixels, repeats)
     tower.config._attn_implementation = "eager"  # upstream needs the attention maps
-    upstream_ms = median_ms(upstream_timer(tower, projector, spec, zip_config), pixels, repeats)
+    runners = {
+        "encoder": ort_timer(plain_path, threads),
+        "visionzip": ort_timer(zip_path, threads),
+        "upstream": upstream_timer(tower, projector, spec, zip_config),
+        "no_graph_opt": ort_timer(zip_path, threads, optimize=False),
+        "one_thread": ort_timer(zip_path, 1),
+    }
+    ms = interleaved_medians(runners, pixels, repeats)
     return TowerResult(shape.name, spec.num_tokens, zip_config.num_output_tokens,
-                       encoder_ms, zip_ms, upstream_ms)
+                       ms["encoder"], ms["visionzip"], ms["upstream"], ms["no_graph_opt"],
+                       ms["one_thread"])
 
 
 def main(argv: list[str] | None = None) -> int:

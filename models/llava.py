@@ -6,6 +6,7 @@ checkpoint, tensor by tensor, so a 7B LLaVA's vision graph loads in a few GB of 
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,7 @@ def build_tower_and_projector(folder: LlavaFolder, attn_implementation: str) -> 
     from transformers import AutoModel
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-    vision_config = folder.config.vision_config
+    vision_config = copy.deepcopy(folder.config.vision_config)
     vision_config._attn_implementation = attn_implementation
     with torch.device("meta"):
         tower = AutoModel.from_config(vision_config)
