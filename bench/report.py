@@ -17,6 +17,8 @@ COLUMNS = (
     ("images_per_s", "images/s (b)", "{:.2f}"),
     ("visionzip_no_graph_opt_ms", "(b) no ORT graph opt ms", "{:.0f}"),
     ("visionzip_one_thread_ms", "(b) 1 thread ms", "{:.0f}"),
+    ("selection_ms", "selection kernels ms", "{:.1f}"),
+    ("projector_ms", "projector kernels ms", "{:.1f}"),
 )
 
 
