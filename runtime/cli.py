@@ -8,7 +8,9 @@ runtime commands start without it.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +25,18 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line naming the command and pointing at --help."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}{_suggestion(message)} "
+                                   f"(see {self.prog} --help)\n")
+
+
+def _suggestion(message: str) -> str:
+    """'; did you mean 'export'?' for an invalid choice close to a valid one."""
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not found:
+        return ""
+    choices = re.findall(r"'([^']*)'", found.group(2))
+    close = difflib.get_close_matches(found.group(1), choices, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def build_parser() -> OneLineParser:

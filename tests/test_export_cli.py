@@ -131,3 +131,10 @@ def test_console_script_prints_no_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"zipvlm export: error: model folder not found: {tmp_path / 'missing'}"]
+
+
+def test_misspelt_command_suggests_the_closest(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["expor"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "did you mean 'export'?" in err
