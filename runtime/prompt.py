@@ -1,0 +1,99 @@
+"""Prompt assembly: chat template, fast tokenizer, and the image token expanded to K positions.
+
+LlavaForConditionalGeneration places image features at the positions of the image
+token, after the processor has repeated that token once per feature. Here the
+prompt is tokenised with the bundle's `tokenizer.json` (the `tokenizers` library,
+with the tokenizer's own special-token handling) and the single image token is
+replaced by K copies of its id: the same ids the processor gives, with K = D + C.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from zipvlm.runtime.errors import ZipvlmError
+
+SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
+
+
+class PromptError(ZipvlmError):
+    """The prompt cannot be turned into model input (no image token, two, empty...)."""
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    image_token_id: int
+    num_image_tokens: int  # K: copies of the image token in the model input
+    chat_template: str | None
+
+
+def _render_environment():
+    """A Jinja environment configured like transformers' apply_chat_template."""
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise PromptError(f"chat template: {message}")
+
+    def tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
+               separators: Any = None, sort_keys: bool = False) -> str:
+        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent,
+                          separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env
+
+
+class PromptBuilder:
+    """Turns a user question (or a raw prompt) into input ids with K image positions."""
+
+    def __init__(self, bundle: Path, spec: PromptSpec):
+        from tokenizers import Tokenizer
+
+        self.spec = spec
+        self.tokenizer = Tokenizer.from_file(str(Path(bundle) / "tokenizer.json"))
+        config_file = Path(bundle) / "tokenizer_config.json"
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        self.special_tokens = {key: _token_text(config.get(key)) for key in SPECIAL_TOKEN_KEYS}
+        self.image_token = self.tokenizer.id_to_token(spec.image_token_id)
+        self._template = (_render_environment().from_string(spec.chat_template)
+                          if spec.chat_template else None)
+
+    def chat_text(self, question: str) -> str:
+        """One user turn holding the image and the question, ready for the assistant's answer."""
+        if not question.strip():
+            raise PromptError("the prompt is empty")
+        if self._template is None:
+            raise PromptError("the bundle has no chat template: use --raw-prompt with the "
+                              f"model's own format and one {self.image_token}")
+        messages = [{"role": "user", "content": [{"type": "image"},
+                                                 {"type": "text", "text": question}]}]
+        return self._template.render(messages=messages, add_generation_prompt=True,
+                                     **self.special_tokens)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` with its one image token repeated K times."""
+        if not text.strip():
+            raise PromptError("the prompt is empty")
+        ids = self.tokenizer.encode(text, add_special_tokens=True).ids
+        count = ids.count(self.spec.image_token_id)
+        if count != 1:
+            raise PromptError(f"the prompt must hold exactly one image token "
+                              f"{self.image_token}, found {count}")
+        at = ids.index(self.spec.image_token_id)
+        return ids[:at] + [self.spec.image_token_id] * self.spec.num_image_tokens + ids[at + 1:]
+
+
+def _token_text(value: Any) -> str | None:
+    """tokenizer_config.json stores special tokens as strings or as AddedToken dicts."""
+    if isinstance(value, dict):
+        return value.get("content")
+    return value
