@@ -111,6 +111,7 @@ def build_manifest(folder: LlavaFolder, zip_config: VisionZipConfig,
         "llm": {"model_type": text.model_type, "hidden_size": folder.llm_hidden_size},
         "image_token_id": folder.config.image_token_id,
         "eos_token_ids": eos_token_ids(folder.path, text),
+        "generator": "onnxruntime-genai decoder-pipeline (genai_config.json)",
         "chat_template": chat_template(folder.path),
         "graphs": graphs,
     }

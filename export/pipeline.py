@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zipvlm.export.checks import check_vision_graph
+from zipvlm.export.decoder import export_language
 from zipvlm.export.fp16 import FP16_TOLERANCE, convert_to_fp16, verify_fp16
-from zipvlm.export.manifest import build_manifest, copy_model_files
+from zipvlm.export.manifest import build_manifest, copy_model_files, eos_token_ids
 from zipvlm.export.verify import sample_pixels, verify_against_torch
 from zipvlm.export.vision import export_vision_graph
 from zipvlm.models.llava import load_vision_graph, open_llava_folder
@@ -37,6 +38,7 @@ class ExportOptions:
     out: Path  # bundle directory to write
     zip: VisionZipConfig
     fp16: bool = False  # also write vision.fp16.onnx
+    quant: str = "none"  # decoder weights: "none" (float32) or "int4" (MatMulNBits)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
 
     options.out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{options.out.name}.", dir=options.out.parent))
+    work.chmod(0o755)  # mkdtemp's 0700 would make the bundle private to this user
     try:
         vision = work / "vision.onnx"
         with stage("trace") as note:
@@ -115,6 +118,18 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
                 )
             graphs["vision.fp16.onnx"] = {"dtype": "float16", "quantization": "none",
                                           "io_dtype": "float32"}
+        eos = eos_token_ids(folder.path, folder.config.text_config)
+        with stage("decoder") as note:
+            export_language(folder, work, options.quant, eos)
+            decoder = work / "decoder.onnx"
+            weights = work / "decoder.onnx.data"
+            note.append(f"saved decoder.onnx ({human_size(weights if weights.exists() else decoder)}, "
+                        f"{options.quant if options.quant != 'none' else 'float32'} weights) and "
+                        "embed.onnx, chained in genai_config.json")
+        graphs["decoder.onnx"] = {"dtype": "float32", "quantization": options.quant,
+                                  "inputs": "inputs_embeds, attention_mask, past_key_values.*"}
+        graphs["embed.onnx"] = {"dtype": "float32", "quantization": "none",
+                                "inputs": "input_ids, visual_embeds"}
         with stage("bundle") as note:
             copy_model_files(folder.path, work)
             manifest = write_manifest(work, build_manifest(folder, options.zip, graphs))

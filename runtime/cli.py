@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import logging
 import re
 import sys
@@ -62,9 +63,33 @@ def build_parser() -> OneLineParser:
     export.add_argument("--contextual", type=int, default=10, metavar="C",
                         help="tokens merged from the rest (default 10; K = D + C visual tokens)")
     export.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    export.add_argument("--quant", choices=["none", "int4"], default="none",
+                        help="decoder weights: none (float32) or int4 (MatMulNBits, block 32)")
     export.add_argument("--fp16", action="store_true",
                         help="also write vision.fp16.onnx (float32 inputs/outputs)")
     export.set_defaults(handler=_cmd_export)
+
+    run = commands.add_parser(
+        "run",
+        help="answer a question about one image",
+        description="Answer a question about one image with a bundle (no PyTorch). The answer "
+                    "streams to the terminal; --json prints one object with timings instead.",
+    )
+    run.add_argument("--bundle", type=Path, required=True, help="bundle written by zipvlm export")
+    run.add_argument("--image", type=Path, required=True, help="image file (JPEG, PNG, ...)")
+    prompt = run.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="the question; the model's chat template is applied")
+    prompt.add_argument("--raw-prompt",
+                        help="text given verbatim to the tokenizer, holding the image token once")
+    run.add_argument("--max-new-tokens", type=int, default=128, metavar="N",
+                     help="stop after N generated tokens (default 128)")
+    run.add_argument("--temperature", type=float, default=0.0,
+                     help="0 (default) decodes greedily; above 0 samples")
+    run.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1)")
+    run.add_argument("--seed", type=int, help="seed for sampling")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON object: text, token_ids, num_image_tokens, timings_ms")
+    run.set_defaults(handler=_cmd_run)
 
     demo = commands.add_parser(
         "demo",
@@ -81,10 +106,34 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from zipvlm.export.pipeline import ExportOptions, export_bundle
     from zipvlm.models.visionzip import VisionZipConfig
 
-    options = ExportOptions(model=args.model, out=args.out, fp16=args.fp16,
+    options = ExportOptions(model=args.model, out=args.out, fp16=args.fp16, quant=args.quant,
                             zip=VisionZipConfig(args.dominant, args.contextual))
     summary = export_bundle(options)
     print(f"bundle ready: {summary.out} ({', '.join(summary.files)})")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from zipvlm.runtime.answer import BundlePipeline, GenerationOptions, read_image
+
+    options = GenerationOptions(args.max_new_tokens, args.temperature, args.top_p, args.seed)
+    options.validate()
+    image = read_image(args.image)
+    pipeline = BundlePipeline(args.bundle)
+    ids = pipeline.prompt_ids(args.prompt, args.raw_prompt)
+    if args.json:
+        answer = pipeline.ask(image, ids, options)
+        print(json.dumps({"text": answer.text, "token_ids": answer.token_ids,
+                          "num_image_tokens": answer.num_image_tokens,
+                          "timings_ms": answer.timings_ms}))
+        return 0
+    answer = pipeline.ask(image, ids, options, on_text=lambda text: print(text, end="", flush=True))
+    print()
+    timings = answer.timings_ms
+    print(f"[{answer.num_image_tokens} image tokens; preprocess {timings['preprocess']:.0f} ms, "
+          f"vision {timings['vision']:.0f} ms, prefill {timings['prefill']:.0f} ms, "
+          f"first token {timings['first_token']:.0f} ms, "
+          f"decode {timings['decode_tokens_per_s']:.1f} tokens/s]", file=sys.stderr)
     return 0
 
 
