@@ -91,14 +91,20 @@ def _coefficients(in_size: int, out_size: int, resample: str) -> tuple[np.ndarra
 
 
 def _resample_axis(image: np.ndarray, out_size: int, axis: int, resample: str) -> np.ndarray:
-    """One Pillow pass along `axis` (0 = rows, 1 = columns) of an (H, W, 3) uint8 image."""
+    """One Pillow pass along `axis` (0 = rows, 1 = columns) of an (H, W, 3) uint8 image.
+
+    Pillow accumulates in 32-bit integers, which never overflow for these weights;
+    looping over the few taps keeps the working set at one output-sized array.
+    """
     positions, weights = _coefficients(image.shape[axis], out_size, resample)
-    taken = np.take(image.astype(np.int64), positions, axis=axis)  # axis grows a taps dim
-    if axis == 0:
-        total = np.einsum("otwc,ot->owc", taken, weights)
-    else:
-        total = np.einsum("hotc,ot->hoc", taken, weights)
-    total += 1 << (PRECISION_BITS - 1)
+    shape = list(image.shape)
+    shape[axis] = out_size
+    total = np.full(shape, 1 << (PRECISION_BITS - 1), np.int32)
+    source = image.astype(np.int32)
+    for tap in range(positions.shape[1]):
+        taken = np.take(source, positions[:, tap], axis=axis)
+        weight = weights[:, tap].astype(np.int32)
+        total += taken * (weight[:, None, None] if axis == 0 else weight[None, :, None])
     return np.clip(total >> PRECISION_BITS, 0, 255).astype(np.uint8)
 
 
