@@ -16,11 +16,11 @@ import onnx
 import onnxruntime as ort
 
 SCOPE_KEY = "pkg.torch.onnx.name_scopes"
-GROUPS = ("visionzip", "projector")  # everything else counts as "encoder"
+GROUPS = ("selector", "projector")  # everything else counts as "encoder"
 
 
 def node_groups(path: Path) -> dict[str, str]:
-    """Node name -> 'visionzip', 'projector' or 'encoder', from the exporter's metadata."""
+    """Node name -> 'selector' (VisionZip), 'projector' or 'encoder', from the node metadata."""
     model = onnx.load(str(path), load_external_data=False)
     groups = {}
     for node in model.graph.node:

@@ -29,7 +29,7 @@ from zipvlm.bench.report import markdown_table, save_bar_chart
 from zipvlm.export.vision import OPSET, export_vision_graph, quiet_exporter
 from zipvlm.models.encoders import EncoderTrunk, TowerSpec, tower_spec
 from zipvlm.models.llava import VisionGraph
-from zipvlm.models.visionzip import VisionZipConfig
+from zipvlm.models.visionzip import VisionZip, VisionZipConfig
 
 
 @dataclass(frozen=True)
@@ -126,8 +126,6 @@ def ort_timer(path: Path, threads: int, optimize: bool = True) -> Callable[[np.n
 def upstream_timer(tower: nn.Module, projector: nn.Module, spec: TowerSpec,
                    zip_config: VisionZipConfig) -> Callable[[np.ndarray], object]:
     """(c): every layer with attention maps, then the selection in PyTorch."""
-    from zipvlm.models.visionzip import VisionZip
-
     visionzip = VisionZip(zip_config, spec.num_tokens, spec.has_cls)
     layer = tower.encoder.layers[spec.layer_index]
     heads, head_dim = spec.num_heads, spec.head_dim
@@ -166,7 +164,8 @@ def bench_tower(shape: TowerShape, zip_config: VisionZipConfig, repeats: int, th
     pixels = np.random.default_rng(0).standard_normal(
         (1, 3, shape.image_size, shape.image_size)).astype(np.float32)
     tower, projector, spec = build_random(shape, zip_config, attn="sdpa")
-    graph = VisionGraph(tower, projector, spec, zip_config).eval()
+    selector = VisionZip(zip_config, spec.num_tokens, spec.has_cls)
+    graph = VisionGraph(tower, projector, spec, selector).eval()
     zip_path = export_vision_graph(graph, shape.image_size, workdir / "vision.onnx")
     plain_path = workdir / "encoder.onnx"
     with quiet_exporter(), torch.no_grad():
@@ -189,7 +188,7 @@ def bench_tower(shape: TowerShape, zip_config: VisionZipConfig, repeats: int, th
     kernels = time_by_group(zip_path, pixels, threads, workdir)
     return TowerResult(shape.name, spec.num_tokens, zip_config.num_output_tokens,
                        ms["encoder"], ms["visionzip"], ms["upstream"], ms["no_graph_opt"],
-                       ms["one_thread"], kernels["visionzip"], kernels["projector"])
+                       ms["one_thread"], kernels["selector"], kernels["projector"])
 
 
 def main(argv: list[str] | None = None) -> int:

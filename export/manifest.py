@@ -85,7 +85,7 @@ def eos_token_ids(folder: Path, text_config: Any) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos)
 
 
-def build_manifest(folder: LlavaFolder, zip_config: VisionZipConfig,
+def build_manifest(folder: LlavaFolder, zip_config: VisionZipConfig | None, num_image_tokens: int,
                    graphs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The manifest body (format version and sha256s are added by write_manifest)."""
     tower = folder.tower
@@ -104,9 +104,10 @@ def build_manifest(folder: LlavaFolder, zip_config: VisionZipConfig,
         },
         "preprocess": preprocess_spec(folder.preprocessor, tower.image_size),
         "visionzip": {
-            "dominant": zip_config.dominant,
-            "contextual": zip_config.contextual,
-            "num_image_tokens": zip_config.num_output_tokens,
+            "enabled": zip_config is not None,
+            "dominant": zip_config.dominant if zip_config else None,
+            "contextual": zip_config.contextual if zip_config else None,
+            "num_image_tokens": num_image_tokens,
         },
         "llm": {"model_type": text.model_type, "hidden_size": folder.llm_hidden_size},
         "image_token_id": folder.config.image_token_id,

@@ -22,7 +22,7 @@ from zipvlm.export.fp16 import FP16_TOLERANCE, convert_to_fp16, verify_fp16
 from zipvlm.export.manifest import build_manifest, copy_model_files, eos_token_ids
 from zipvlm.export.verify import sample_pixels, verify_against_torch
 from zipvlm.export.vision import export_vision_graph
-from zipvlm.models.llava import load_vision_graph, open_llava_folder
+from zipvlm.models.llava import load_vision_graph, open_llava_folder, token_counts
 from zipvlm.models.visionzip import VisionZipConfig
 from zipvlm.runtime.bundle import is_bundle, write_manifest
 from zipvlm.runtime.errors import ArgumentError
@@ -36,7 +36,7 @@ VERIFY_BATCH = 2
 class ExportOptions:
     model: Path  # the user's local Hugging Face LLaVA folder
     out: Path  # bundle directory to write
-    zip: VisionZipConfig
+    zip: VisionZipConfig | None  # None: every token, the model's own selection (--no-zip)
     fp16: bool = False  # also write vision.fp16.onnx
     quant: str = "none"  # decoder weights: "none" (float32) or "int4" (MatMulNBits)
 
@@ -73,10 +73,13 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
         folder = open_llava_folder(options.model)
         graph = load_vision_graph(folder, options.zip)
         tower = folder.tower
+        num_image_tokens, kept = token_counts(folder, options.zip)
+        keeps = (f"keep D={options.zip.dominant} + C={options.zip.contextual}"
+                 if options.zip else f"no VisionZip ('{folder.select_strategy}' selection)")
         note.append(
             f"{tower.family} tower, {tower.num_tokens} tokens, layer {tower.layer_index + 1} of "
-            f"{tower.num_layers}; keep D={options.zip.dominant} + C={options.zip.contextual} "
-            f"= {options.zip.num_output_tokens} tokens -> {folder.llm_hidden_size}-wide LLM"
+            f"{tower.num_layers}; {keeps}: {num_image_tokens} tokens -> "
+            f"{folder.llm_hidden_size}-wide LLM"
         )
 
     options.out.parent.mkdir(parents=True, exist_ok=True)
@@ -90,8 +93,8 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
         with stage("check") as note:
             expected = {
                 "pixel_values": [None, 3, tower.image_size, tower.image_size],
-                "image_embeds": [None, options.zip.num_output_tokens, folder.llm_hidden_size],
-                "keep_indices": [None, options.zip.dominant],
+                "image_embeds": [None, num_image_tokens, folder.llm_hidden_size],
+                "keep_indices": [None, kept],
             }
             report = check_vision_graph(vision, expected)
             note.append(
@@ -132,7 +135,8 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
                                 "inputs": "input_ids, visual_embeds"}
         with stage("bundle") as note:
             copy_model_files(folder.path, work)
-            manifest = write_manifest(work, build_manifest(folder, options.zip, graphs))
+            manifest = write_manifest(work, build_manifest(folder, options.zip, num_image_tokens,
+                                                           graphs))
             _replace_dir(work, options.out)
             note.append(f"manifest.json with sha256 of {len(manifest['files'])} files -> {options.out}")
     finally:

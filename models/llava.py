@@ -39,6 +39,11 @@ class LlavaFolder:
     def llm_hidden_size(self) -> int:
         return self.config.text_config.hidden_size
 
+    @property
+    def select_strategy(self) -> str:
+        """'default' drops the CLS token from the full selection, 'full' keeps it."""
+        return self.config.vision_feature_select_strategy
+
 
 def open_llava_folder(path: Path) -> LlavaFolder:
     """Validate a local Hugging Face LLaVA folder without loading weights."""
@@ -128,28 +133,62 @@ def _rebuild_buffer(owner: nn.Module, name: str, buffer: torch.Tensor) -> torch.
     raise ModelFolderError(f"cannot rebuild buffer '{name}' of {type(owner).__name__}")
 
 
-class VisionGraph(nn.Module):
-    """pixel_values (B, 3, S, S) -> image_embeds (B, D+C, H_llm), keep_indices (B, D).
+class AllTokens(nn.Module):
+    """The model's own selection (`--no-zip`): every token of layer L, minus CLS under 'default'.
 
-    The module exported as `vision.onnx`: tower to layer L, VisionZip, projector.
+    Same interface as VisionZip, so a full-token bundle runs the very same code.
+    """
+
+    def __init__(self, num_tokens: int, drop_cls: bool):
+        super().__init__()
+        self.start = int(drop_cls)
+        self.register_buffer("kept", torch.arange(self.start, num_tokens), persistent=False)
+
+    def forward(self, hidden: torch.Tensor, scores: torch.Tensor, keys: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        return hidden[:, self.start:], self.kept.expand(hidden.shape[0], -1)
+
+
+def token_counts(folder: LlavaFolder, zip_config: VisionZipConfig | None) -> tuple[int, int]:
+    """(K visual tokens per image, width of keep_indices) for VisionZip or the full selection."""
+    if zip_config is not None:
+        return zip_config.num_output_tokens, zip_config.dominant
+    tower = folder.tower
+    full = tower.num_tokens - int(tower.has_cls and folder.select_strategy == "default")
+    return full, full
+
+
+class VisionGraph(nn.Module):
+    """pixel_values (B, 3, S, S) -> image_embeds (B, K, H_llm), keep_indices (B, D).
+
+    The module exported as `vision.onnx`: tower to layer L, token selection
+    (VisionZip, or all tokens for a full-token baseline), projector.
     """
 
     def __init__(self, tower: nn.Module, projector: nn.Module, spec: TowerSpec,
-                 zip_config: VisionZipConfig):
+                 selector: nn.Module):
         super().__init__()
         self.trunk = EncoderTrunk(tower, spec)
-        self.visionzip = VisionZip(zip_config, spec.num_tokens, spec.has_cls)
+        self.selector = selector
         self.projector = projector
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         probe = self.trunk(pixel_values)
-        tokens, keep = self.visionzip(probe.hidden, probe.scores, probe.keys)
+        tokens, keep = self.selector(probe.hidden, probe.scores, probe.keys)
         return self.projector(tokens), keep
 
 
-def load_vision_graph(folder: LlavaFolder, zip_config: VisionZipConfig,
+def load_vision_graph(folder: LlavaFolder, zip_config: VisionZipConfig | None,
                       attn_implementation: str = "sdpa") -> VisionGraph:
-    """Validate (D, C) against the tower, load weights, and build the graph module."""
-    zip_config.validate(folder.tower.num_tokens, folder.tower.has_cls)
+    """Validate (D, C) against the tower, load weights, and build the graph module.
+
+    `zip_config=None` keeps every token the way the model itself selects them.
+    """
+    spec = folder.tower
+    if zip_config is None:
+        selector: nn.Module = AllTokens(spec.num_tokens,
+                                        spec.has_cls and folder.select_strategy == "default")
+    else:
+        selector = VisionZip(zip_config, spec.num_tokens, spec.has_cls)
     tower, projector = build_tower_and_projector(folder, attn_implementation)
-    return VisionGraph(tower, projector, folder.tower, zip_config).eval()
+    return VisionGraph(tower, projector, spec, selector).eval()

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from zipvlm.runtime.errors import ZipvlmError
+from zipvlm.runtime.errors import ArgumentError, ZipvlmError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -58,10 +58,12 @@ def build_parser() -> OneLineParser:
         ),
     )
     export.add_argument("--model", type=Path, required=True, help="local Hugging Face LLaVA folder")
-    export.add_argument("--dominant", type=int, default=54, metavar="D",
+    export.add_argument("--dominant", type=int, metavar="D",
                         help="tokens kept by attention, CLS included on CLIP (default 54)")
-    export.add_argument("--contextual", type=int, default=10, metavar="C",
+    export.add_argument("--contextual", type=int, metavar="C",
                         help="tokens merged from the rest (default 10; K = D + C visual tokens)")
+    export.add_argument("--no-zip", action="store_true",
+                        help="full-token baseline: every token, as the model itself selects them")
     export.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     export.add_argument("--quant", choices=["none", "int4"], default="none",
                         help="decoder weights: none (float32) or int4 (MatMulNBits, block 32)")
@@ -106,8 +108,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from zipvlm.export.pipeline import ExportOptions, export_bundle
     from zipvlm.models.visionzip import VisionZipConfig
 
+    if args.no_zip and (args.dominant is not None or args.contextual is not None):
+        raise ArgumentError("--no-zip keeps every token: drop --dominant and --contextual")
+    zip_config = None if args.no_zip else VisionZipConfig(
+        54 if args.dominant is None else args.dominant,
+        10 if args.contextual is None else args.contextual)
     options = ExportOptions(model=args.model, out=args.out, fp16=args.fp16, quant=args.quant,
-                            zip=VisionZipConfig(args.dominant, args.contextual))
+                            zip=zip_config)
     summary = export_bundle(options)
     print(f"bundle ready: {summary.out} ({', '.join(summary.files)})")
     return 0

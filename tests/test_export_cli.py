@@ -27,7 +27,8 @@ def bundle(tiny_folders, tmp_path_factory):
 def test_export_writes_a_verified_bundle(bundle, tiny_folders):
     manifest = load_manifest(bundle)  # checks every sha256
     assert manifest["format_version"] == FORMAT_VERSION
-    assert manifest["visionzip"] == {"dominant": 54, "contextual": 10, "num_image_tokens": 64}
+    assert manifest["visionzip"] == {"enabled": True, "dominant": 54, "contextual": 10,
+                                     "num_image_tokens": 64}
     assert manifest["vision"]["num_tokens"] == 577 and manifest["vision"]["feature_layer"] == -2
     assert manifest["llm"]["hidden_size"] == 64
     assert set(manifest["files"]) >= {"vision.onnx", "tokenizer.json", "preprocessor_config.json"}
@@ -138,3 +139,8 @@ def test_misspelt_command_suggests_the_closest(capsys):
         main(["expor"])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "did you mean 'export'?" in err
+
+
+def test_no_zip_refuses_token_counts(capsys, tiny_folders, tmp_path):
+    argv = export_args(tiny_folders["clip-llama"], tmp_path / "out") + ["--no-zip"]
+    assert "--no-zip keeps every token" in _one_line_error(capsys, argv)

@@ -105,3 +105,26 @@ def test_manifest_lists_the_language_graphs(bundles):
     manifest = load_manifest(bundles["siglip-qwen2"])
     assert manifest["graphs"]["decoder.onnx"]["quantization"] == "none"
     assert {"decoder.onnx", "embed.onnx", "genai_config.json"} <= set(manifest["files"])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_no_zip_bundle_equals_plain_hf_generate(tiny_folders, tmp_path, family):
+    """The full-token baseline runs the same code and gives HF's own answer."""
+    bundle = export_bundle(ExportOptions(model=tiny_folders[family], out=tmp_path / "full",
+                                         zip=None)).out
+    manifest = load_manifest(bundle)
+    assert manifest["visionzip"]["enabled"] is False
+    assert manifest["visionzip"]["num_image_tokens"] == 576  # CLIP drops CLS; SigLIP has none
+    images = pixels(1, seed=8)
+    session = ort.InferenceSession(str(bundle / "vision.onnx"), providers=["CPUExecutionProvider"])
+    image_embeds, keep = session.run(None, {"pixel_values": images.numpy()})
+    assert keep.tolist() == [list(range(1 if family == "clip-llama" else 0, 577 if family ==
+                                        "clip-llama" else 576))]
+    ids = prompt_ids(bundle)
+    model = reference_model(tiny_folders[family])
+    with torch.no_grad():
+        want = model.generate(input_ids=torch.tensor([ids]), pixel_values=images,
+                              attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                              max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                              do_sample=False)[0, len(ids):].tolist()
+    assert genai_greedy(bundle, ids, image_embeds) == want
