@@ -112,3 +112,13 @@ def test_bundle_of_another_format_version_is_refused(bundle, images, tmp_path, c
     err = _one_line_error(capsys, ["run", "--bundle", str(copy), "--image",
                                    str(images / "street.jpg"), "--prompt", "hi"])
     assert "format 99" in err
+
+
+def test_seeded_sampling_is_reproducible_and_seed_dependent(bundle, images, capsys):
+    def sample(seed):
+        return run_json(capsys, "--bundle", str(bundle), "--image", str(images / "street.jpg"),
+                        "--prompt", "Describe the scene.", "--max-new-tokens", "12",
+                        "--temperature", "1.5", "--top-p", "0.95", "--seed", str(seed))["token_ids"]
+
+    assert sample(3) == sample(3)
+    assert sample(3) != sample(4)
