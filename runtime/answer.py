@@ -7,6 +7,7 @@ per question: genai binds extra inputs at the first `append_tokens` only.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from zipvlm.runtime.bundle import load_manifest
 from zipvlm.runtime.errors import ArgumentError, ZipvlmError
 from zipvlm.runtime.preprocess import PreprocessSpec, preprocess
 from zipvlm.runtime.prompt import PromptBuilder, PromptSpec
+
+MAX_SESSION_CONTEXT = 4096  # default KV-cache size of a conversation, in tokens
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Answer:
     token_ids: list[int]  # generated ids only
     num_image_tokens: int
     timings_ms: dict[str, float] = field(default_factory=dict)
+    prefill_tokens: int = 0  # tokens this answer's prefill ran (a follow-up: only its own)
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -81,6 +85,8 @@ class BundlePipeline:
         self.vision = ort.InferenceSession(str(Path(bundle) / "vision.onnx"), options,
                                            providers=["CPUExecutionProvider"])
         self.model = og.Model(str(bundle))
+        genai_config = json.loads((Path(bundle) / "genai_config.json").read_text())
+        self.context_length = int(genai_config["model"]["context_length"])
 
     def prompt_ids(self, prompt: str | None, raw_prompt: str | None) -> list[int]:
         text = self.prompts.chat_text(prompt) if raw_prompt is None else raw_prompt
@@ -88,54 +94,15 @@ class BundlePipeline:
 
     def ask(self, image: np.ndarray, ids: list[int], options: GenerationOptions = GenerationOptions(),
             on_text: Callable[[str], None] | None = None) -> Answer:
-        """Answer one question about one image; `on_text` receives text as it is generated."""
-        options.validate()
-        clock = time.perf_counter
-        start = clock()
-        pixels = preprocess(image, self.preprocess_spec)
-        after_preprocess = clock()
-        image_embeds = self.vision.run(["image_embeds"], {"pixel_values": pixels})[0]
-        after_vision = clock()
+        """Answer one question (already tokenised) about one image."""
+        return Session(self, image, options, context=len(ids) + options.max_new_tokens
+                       ).ask_ids(ids, on_text)
 
-        generator, keep_alive = self._generator(ids, image_embeds, options)
-        generator.append_tokens(np.asarray(ids, dtype=np.int32))  # prefill
-        after_prefill = clock()
-        tokens: list[int] = []
-        streamed = ""
-        first_token = None
-        while not generator.is_done() and len(tokens) < options.max_new_tokens:
-            generator.generate_next_token()
-            token = int(generator.get_next_tokens()[0])
-            first_token = first_token or clock()
-            if token in self.eos_ids:
-                break
-            tokens.append(token)
-            if on_text is not None:
-                text = self.prompts.tokenizer.decode(tokens, skip_special_tokens=True)
-                if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-                    on_text(text[len(streamed):])
-                    streamed = text
-        end = clock()
-        del keep_alive
-        first_token = first_token or end
-        decode_seconds = end - first_token
-        timings = {
-            "preprocess": (after_preprocess - start) * 1000,
-            "vision": (after_vision - after_preprocess) * 1000,
-            "prefill": (after_prefill - after_vision) * 1000,
-            "first_token": (first_token - start) * 1000,
-            "decode_tokens_per_s": (len(tokens) - 1) / decode_seconds if len(tokens) > 1 else 0.0,
-        }
-        text = self.prompts.tokenizer.decode(tokens, skip_special_tokens=True)
-        if on_text is not None and text != streamed:
-            on_text(text[len(streamed):])
-        return Answer(text, tokens, self.num_image_tokens,
-                      {k: round(v, 2) for k, v in timings.items()})
-
-    def _generator(self, ids: list[int], image_embeds: np.ndarray, options: GenerationOptions):
+    def generator(self, image_embeds: np.ndarray, options: GenerationOptions, context: int):
+        """A genai generator with the image bound; genai keeps a pointer, so keep `visual`."""
         og = self._og
         params = og.GeneratorParams(self.model)
-        search = {"max_length": len(ids) + options.max_new_tokens, "do_sample": False}
+        search = {"max_length": context, "do_sample": False}
         if options.temperature > 0:
             search.update(do_sample=True, temperature=float(options.temperature),
                           top_p=float(options.top_p), top_k=0)
@@ -143,6 +110,96 @@ class BundlePipeline:
                 search["random_seed"] = int(options.seed)
         params.set_search_options(**search)
         generator = og.Generator(self.model, params)
-        visual = np.ascontiguousarray(image_embeds, dtype=np.float32)  # genai does not copy it
+        visual = np.ascontiguousarray(image_embeds, dtype=np.float32)
         generator.set_model_input("visual_embeds", visual)
         return generator, visual
+
+
+class Session:
+    """A conversation about one image: the KV cache of the image and earlier turns is kept.
+
+    A follow-up prefills only its own tokens when the previous answer ended on the
+    end-of-sequence token (genai then holds exactly the conversation so far). After
+    an answer cut by --max-new-tokens genai's cache lacks the last sampled token, so
+    the next turn re-prefills the whole conversation in a fresh generator instead.
+    """
+
+    def __init__(self, pipeline: BundlePipeline, image: np.ndarray,
+                 options: GenerationOptions = GenerationOptions(), context: int | None = None):
+        options.validate()
+        self.pipeline = pipeline
+        self.options = options
+        # Tokens the KV cache is sized for: genai allocates it once per generator.
+        self.context = min(context or MAX_SESSION_CONTEXT, pipeline.context_length)
+        self.image = image
+        self.image_embeds: np.ndarray | None = None
+        self.history: list[int] = []  # every token of the conversation so far
+        self._generator = None
+        self._visual = None  # keeps genai's visual_embeds buffer alive
+        self._cache_is_current = False
+
+    def ask(self, question: str, on_text: Callable[[str], None] | None = None) -> Answer:
+        """The first question gets the image and the chat template; later ones continue it."""
+        prompts = self.pipeline.prompts
+        ids = (prompts.encode(prompts.chat_text(question)) if not self.history
+               else prompts.continuation(question))
+        return self.ask_ids(ids, on_text)
+
+    def ask_ids(self, ids: list[int], on_text: Callable[[str], None] | None = None) -> Answer:
+        pipeline, clock = self.pipeline, time.perf_counter
+        start = clock()
+        timings = {"preprocess": 0.0, "vision": 0.0}
+        if self.image_embeds is None:
+            pixels = preprocess(self.image, pipeline.preprocess_spec)
+            after_preprocess = clock()
+            self.image_embeds = pipeline.vision.run(["image_embeds"], {"pixel_values": pixels})[0]
+            timings = {"preprocess": (after_preprocess - start) * 1000,
+                       "vision": (clock() - after_preprocess) * 1000}
+        if len(self.history) + len(ids) + self.options.max_new_tokens > self.context:
+            raise ArgumentError(f"the conversation would exceed its {self.context}-token context")
+        feed = ids
+        if not self._cache_is_current:
+            self._generator, self._visual = pipeline.generator(self.image_embeds, self.options,
+                                                               self.context)
+            feed = self.history + ids
+        before_prefill = clock()
+        self._generator.append_tokens(np.asarray(feed, dtype=np.int32))
+        after_prefill = clock()
+        tokens, ended_on_eos, first_token = self._decode(on_text)
+        end = clock()
+        self.history += ids + tokens
+        self._cache_is_current = ended_on_eos
+        first_token = first_token or end
+        timings.update(
+            prefill=(after_prefill - before_prefill) * 1000,
+            first_token=(first_token - start) * 1000,
+            decode_tokens_per_s=(len(tokens) - 1) / (end - first_token) if len(tokens) > 1 else 0.0,
+        )
+        text = pipeline.prompts.tokenizer.decode(tokens, skip_special_tokens=True)
+        return Answer(text, tokens, pipeline.num_image_tokens,
+                      {k: round(v, 2) for k, v in timings.items()}, prefill_tokens=len(feed))
+
+    def _decode(self, on_text: Callable[[str], None] | None) -> tuple[list[int], bool, float | None]:
+        """Generate up to max_new_tokens; returns (tokens, ended on EOS, first-token time)."""
+        generator, tokenizer = self._generator, self.pipeline.prompts.tokenizer
+        tokens: list[int] = []
+        streamed, first_token = "", None
+        while len(tokens) < self.options.max_new_tokens:
+            generator.generate_next_token()
+            token = int(generator.get_next_tokens()[0])
+            first_token = first_token or time.perf_counter()
+            if token in self.pipeline.eos_ids:
+                return tokens, True, first_token
+            tokens.append(token)
+            if on_text is not None:
+                text = tokenizer.decode(tokens, skip_special_tokens=True)
+                if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+                    on_text(text[len(streamed):])
+                    streamed = text
+            if generator.is_done():
+                break
+        if on_text is not None:
+            text = tokenizer.decode(tokens, skip_special_tokens=True)
+            if text != streamed:
+                on_text(text[len(streamed):])
+        return tokens, False, first_token

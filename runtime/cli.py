@@ -93,6 +93,19 @@ def build_parser() -> OneLineParser:
                      help="print one JSON object: text, token_ids, num_image_tokens, timings_ms")
     run.set_defaults(handler=_cmd_run)
 
+    chat = commands.add_parser(
+        "chat",
+        help="a conversation about one image, one question per line of stdin",
+        description="Ask questions about one image, one per line of standard input (a terminal "
+                    "or a pipe); follow-ups reuse the KV cache of the image and earlier turns. "
+                    "An empty line is skipped; end of input or 'exit' ends the chat.",
+    )
+    chat.add_argument("--bundle", type=Path, required=True, help="bundle written by zipvlm export")
+    chat.add_argument("--image", type=Path, required=True, help="image file (JPEG, PNG, ...)")
+    chat.add_argument("--max-new-tokens", type=int, default=128, metavar="N",
+                      help="stop each answer after N tokens (default 128)")
+    chat.set_defaults(handler=_cmd_chat)
+
     demo = commands.add_parser(
         "demo",
         help="build a tiny random LLaVA, export it and show the verification",
@@ -142,6 +155,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"first token {timings['first_token']:.0f} ms, "
           f"decode {timings['decode_tokens_per_s']:.1f} tokens/s]", file=sys.stderr)
     return 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from zipvlm.runtime.answer import BundlePipeline, GenerationOptions, Session, read_image
+
+    options = GenerationOptions(args.max_new_tokens)
+    options.validate()
+    session = Session(BundlePipeline(args.bundle), read_image(args.image), options)
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("you> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line or line.strip() == "exit":
+            return 0
+        if not line.strip():
+            continue
+        answer = session.ask(line.strip(), on_text=lambda text: print(text, end="", flush=True))
+        print()
+        print(f"[prefill {answer.prefill_tokens} tokens in {answer.timings_ms['prefill']:.0f} ms, "
+              f"{len(answer.token_ids)} tokens at "
+              f"{answer.timings_ms['decode_tokens_per_s']:.1f}/s]", file=sys.stderr)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

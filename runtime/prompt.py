@@ -79,6 +79,25 @@ class PromptBuilder:
         return self._template.render(messages=messages, add_generation_prompt=True,
                                      **self.special_tokens)
 
+    def continuation(self, question: str) -> list[int]:
+        """Ids that follow an answer: the template's end of that turn, the next user turn
+        and the generation prompt. Rendered around a marker answer, so the template alone
+        decides what closes an assistant turn (e.g. `</s>`, `<|im_end|>`)."""
+        if not question.strip():
+            raise PromptError("the prompt is empty")
+        if self._template is None:
+            raise PromptError("the bundle has no chat template, so a conversation cannot go on")
+        marker = "\u2063zipvlm-answer\u2063"
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": marker}]},
+                    {"role": "user", "content": [{"type": "text", "text": question}]}]
+        rendered = self._template.render(messages=messages, add_generation_prompt=True,
+                                         **self.special_tokens)
+        ids = self.tokenizer.encode(rendered.split(marker, 1)[1], add_special_tokens=False).ids
+        if self.spec.image_token_id in ids:
+            raise PromptError(f"a follow-up question cannot hold the image token {self.image_token}")
+        return ids
+
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` with its one image token repeated K times."""
         if not text.strip():
