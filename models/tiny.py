@@ -62,6 +62,10 @@ class TinySpec:
     # Scales the vision q/k weights: random init gives near-uniform attention whose
     # scores sit within float noise of each other; real towers attend sharply.
     attention_sharpness: float = 4.0
+    # Init std of the language model. 0.02 (HF's default) gives near-flat logits, where
+    # any quantization flips the argmax; a larger one gives the peaked logits of a
+    # trained model, for judging quantization.
+    text_init_range: float = 0.02
 
 
 def build_tiny_llava(out_dir: Path, spec: TinySpec = TinySpec()) -> Path:
@@ -128,6 +132,7 @@ def _text_config(spec: TinySpec, tokenizer):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
+        initializer_range=spec.text_init_range,
     )
 
 
