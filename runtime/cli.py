@@ -77,8 +77,7 @@ def build_parser() -> OneLineParser:
         description="Answer a question about one image with a bundle (no PyTorch). The answer "
                     "streams to the terminal; --json prints one object with timings instead.",
     )
-    run.add_argument("--bundle", type=Path, required=True, help="bundle written by zipvlm export")
-    run.add_argument("--image", type=Path, required=True, help="image file (JPEG, PNG, ...)")
+    _add_bundle_and_image(run)
     prompt = run.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt", help="the question; the model's chat template is applied")
     prompt.add_argument("--raw-prompt",
@@ -100,8 +99,7 @@ def build_parser() -> OneLineParser:
                     "or a pipe); follow-ups reuse the KV cache of the image and earlier turns. "
                     "An empty line is skipped; end of input or 'exit' ends the chat.",
     )
-    chat.add_argument("--bundle", type=Path, required=True, help="bundle written by zipvlm export")
-    chat.add_argument("--image", type=Path, required=True, help="image file (JPEG, PNG, ...)")
+    _add_bundle_and_image(chat)
     chat.add_argument("--max-new-tokens", type=int, default=128, metavar="N",
                       help="stop each answer after N tokens (default 128)")
     chat.set_defaults(handler=_cmd_chat)
@@ -115,6 +113,11 @@ def build_parser() -> OneLineParser:
                       help="where the tiny model and its bundle go (default ./artifacts)")
     demo.set_defaults(handler=_cmd_demo)
     return parser
+
+
+def _add_bundle_and_image(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", type=Path, required=True, help="bundle written by zipvlm export")
+    parser.add_argument("--image", type=Path, required=True, help="image file (JPEG, PNG, ...)")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

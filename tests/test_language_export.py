@@ -11,23 +11,11 @@ from conftest import FAMILIES, pixels, reference_model
 from reference import reference_visionzip
 
 from zipvlm.export.pipeline import ExportOptions, export_bundle
-from zipvlm.models.visionzip import VisionZipConfig
 from zipvlm.runtime.bundle import load_manifest
 from zipvlm.runtime.prompt import PromptBuilder, PromptSpec
 
 NEW_TOKENS = 16
 QUESTION = "What is in the image?"
-
-
-@pytest.fixture(scope="module")
-def bundles(tiny_folders, tmp_path_factory):
-    root = tmp_path_factory.mktemp("lang")
-    out = {}
-    for family in FAMILIES:
-        options = ExportOptions(model=tiny_folders[family], out=root / family,
-                                zip=VisionZipConfig(54, 10))
-        out[family] = export_bundle(options).out
-    return out
 
 
 def prompt_ids(bundle) -> list[int]:
@@ -69,8 +57,8 @@ def hf_greedy(model, ids: list[int], image_embeds: torch.Tensor) -> list[int]:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_greedy_tokens_equal_hf_with_reference_embeddings(bundles, tiny_folders, family):
-    bundle = bundles[family]
+def test_greedy_tokens_equal_hf_with_reference_embeddings(tiny_bundles, tiny_folders, family):
+    bundle = tiny_bundles[family]
     images = pixels(1, seed=21)
     session = ort.InferenceSession(str(bundle / "vision.onnx"), providers=["CPUExecutionProvider"])
     image_embeds, _ = session.run(None, {"pixel_values": images.numpy()})
@@ -82,8 +70,8 @@ def test_greedy_tokens_equal_hf_with_reference_embeddings(bundles, tiny_folders,
     assert ours == hf_greedy(model, ids, reference.image_embeds)
 
 
-def test_decoder_takes_embeddings_and_kv_cache_and_runs_in_plain_onnxruntime(bundles):
-    bundle = bundles["clip-llama"]
+def test_decoder_takes_embeddings_and_kv_cache_and_runs_in_plain_onnxruntime(tiny_bundles):
+    bundle = tiny_bundles["clip-llama"]
     graph = onnx.load(str(bundle / "decoder.onnx"), load_external_data=False)
     inputs = {i.name for i in graph.graph.input}
     assert {"inputs_embeds", "attention_mask", "past_key_values.0.key"} <= inputs
@@ -101,8 +89,8 @@ def test_decoder_takes_embeddings_and_kv_cache_and_runs_in_plain_onnxruntime(bun
     assert logits.shape[:2] == (1, 3) and np.isfinite(logits).all()
 
 
-def test_manifest_lists_the_language_graphs(bundles):
-    manifest = load_manifest(bundles["siglip-qwen2"])
+def test_manifest_lists_the_language_graphs(tiny_bundles):
+    manifest = load_manifest(tiny_bundles["siglip-qwen2"])
     assert manifest["graphs"]["decoder.onnx"]["quantization"] == "none"
     assert {"decoder.onnx", "embed.onnx", "genai_config.json"} <= set(manifest["files"])
 

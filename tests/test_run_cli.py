@@ -9,17 +9,12 @@ import numpy as np
 import pytest
 from images import photo
 
-from zipvlm.export.pipeline import ExportOptions, export_bundle
-from zipvlm.models.visionzip import VisionZipConfig
 from zipvlm.runtime.cli import main
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_folders, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "clip.bundle"
-    export_bundle(ExportOptions(model=tiny_folders["clip-llama"], out=out,
-                                zip=VisionZipConfig(54, 10)))
-    return out
+def bundle(tiny_bundles):
+    return tiny_bundles["clip-llama"]
 
 
 @pytest.fixture(scope="module")

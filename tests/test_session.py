@@ -8,8 +8,6 @@ import shutil
 import pytest
 from images import photo
 
-from zipvlm.export.pipeline import ExportOptions, export_bundle
-from zipvlm.models.visionzip import VisionZipConfig
 from zipvlm.runtime.answer import BundlePipeline, GenerationOptions, Session
 from zipvlm.runtime.bundle import load_manifest, write_manifest
 from zipvlm.runtime.prompt import PromptError
@@ -19,11 +17,8 @@ OPTIONS = GenerationOptions(max_new_tokens=12)
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_folders, tmp_path_factory):
-    out = tmp_path_factory.mktemp("session") / "qwen.bundle"
-    export_bundle(ExportOptions(model=tiny_folders["siglip-qwen2"], out=out,
-                                zip=VisionZipConfig(54, 10)))
-    return out
+def bundle(tiny_bundles):
+    return tiny_bundles["siglip-qwen2"]
 
 
 @pytest.fixture(scope="module")
