@@ -27,7 +27,8 @@ from zipvlm.models.language import write_language_model_folder
 from zipvlm.models.llava import LlavaFolder
 from zipvlm.runtime.errors import ExportError
 
-QUANT_PRECISION = {"none": "fp32", "int4": "int4"}
+# --quant -> the builder's precision; int8 is onnxruntime's dynamic quantization of the fp32 graph.
+QUANT_PRECISION = {"none": "fp32", "int4": "int4", "int8": "fp32"}
 DECODER_NAME = "decoder.onnx"
 EMBED_NAME = "embed.onnx"
 
@@ -72,6 +73,8 @@ def export_embed(table: nn.Embedding, image_token_id: int, path: Path) -> Path:
 def build_decoder(lm_folder: Path, out: Path, quant: str) -> dict:
     """Run onnxruntime-genai's builder in a subprocess (its memory is freed when it exits).
 
+    int8 quantizes the builder's float32 graph with onnxruntime's dynamic quantizer.
+
     Moves the graph into `out` as decoder.onnx (+ decoder.onnx.data) and returns the
     builder's genai config.
     """
@@ -84,8 +87,20 @@ def build_decoder(lm_folder: Path, out: Path, quant: str) -> dict:
             last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             raise ExportError(f"onnxruntime-genai's builder failed: {last[0]}")
         built = Path(work)
-        _move_graph(built / "model.onnx", out / DECODER_NAME)
+        graph = built / "model.onnx"
+        if quant == "int8":
+            graph = _quantize_int8(graph, built / "model.int8.onnx")
+        _move_graph(graph, out / DECODER_NAME)
         return json.loads((built / "genai_config.json").read_text())
+
+
+def _quantize_int8(source: Path, target: Path) -> Path:
+    """Weight-only int8 (per channel) of the MatMuls, activations quantized at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                     op_types_to_quantize=["MatMul"], use_external_data_format=True)
+    return target
 
 
 def _move_graph(source: Path, target: Path) -> None:

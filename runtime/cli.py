@@ -65,8 +65,9 @@ def build_parser() -> OneLineParser:
     export.add_argument("--no-zip", action="store_true",
                         help="full-token baseline: every token, as the model itself selects them")
     export.add_argument("--out", type=Path, required=True, help="bundle directory to write")
-    export.add_argument("--quant", choices=["none", "int4"], default="none",
-                        help="decoder weights: none (float32) or int4 (MatMulNBits, block 32)")
+    export.add_argument("--quant", choices=["none", "int8", "int4"], default="none",
+                        help="decoder weights: none (float32), int8 (dynamic, per channel) "
+                             "or int4 (MatMulNBits, block 32)")
     export.add_argument("--fp16", action="store_true",
                         help="also write vision.fp16.onnx (float32 inputs/outputs)")
     export.set_defaults(handler=_cmd_export)
