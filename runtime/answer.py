@@ -2,7 +2,7 @@
 
 Generation runs on onnxruntime-genai's "decoder-pipeline" (embed.onnx ->
 decoder.onnx) with the image embeddings bound as `visual_embeds`. One generator
-per question: genai binds extra inputs at the first `append_tokens` only.
+per image (a Session): genai binds extra inputs at the first `append_tokens` only.
 """
 
 from __future__ import annotations
@@ -74,7 +74,6 @@ class BundlePipeline:
                               ) from None
         self._og = og
         manifest = load_manifest(bundle)
-        self.manifest = manifest
         self.num_image_tokens = manifest["visionzip"]["num_image_tokens"]
         self.preprocess_spec = PreprocessSpec.from_manifest(manifest["preprocess"])
         self.prompts = PromptBuilder(bundle, PromptSpec(
