@@ -75,6 +75,12 @@ class TowerResult:
     def upstream_over_zip(self) -> float:
         return self.upstream_ms / self.visionzip_ms
 
+    def row(self) -> dict:
+        """Measured and derived figures, as the table, JSON and plot take them."""
+        return {**asdict(self), "zip_over_encoder": self.zip_over_encoder,
+                "upstream_over_zip": self.upstream_over_zip,
+                "images_per_s": 1000 / self.visionzip_ms}
+
 
 class PlainEncoder(nn.Module):
     """(a): embeddings and layers 0..L on HF's own attention path, nothing else."""
@@ -90,9 +96,9 @@ class PlainEncoder(nn.Module):
         return hidden
 
 
-def build_random(shape: TowerShape, zip_config: VisionZipConfig, attn: str):
+def build_random(shape: TowerShape, attn: str):
     """A random-weight tower + projector of `shape`, as HF modules, and its spec."""
-    from transformers import AutoConfig, LlavaConfig
+    from transformers import AutoConfig, AutoModel, LlavaConfig
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
     vision_type = {"clip": "clip_vision_model", "siglip": "siglip_vision_model"}[shape.family]
@@ -105,8 +111,6 @@ def build_random(shape: TowerShape, zip_config: VisionZipConfig, attn: str):
     text = AutoConfig.for_model("qwen2", hidden_size=shape.llm_width)
     config = LlavaConfig(vision_config=vision, text_config=text,
                          vision_feature_layer=shape.feature_layer)
-    from transformers import AutoModel
-
     torch.manual_seed(0)
     tower = AutoModel.from_config(vision).eval()
     projector = LlavaMultiModalProjector(config).eval()
@@ -163,7 +167,7 @@ def bench_tower(shape: TowerShape, zip_config: VisionZipConfig, repeats: int, th
     torch.set_num_threads(threads)
     pixels = np.random.default_rng(0).standard_normal(
         (1, 3, shape.image_size, shape.image_size)).astype(np.float32)
-    tower, projector, spec = build_random(shape, zip_config, attn="sdpa")
+    tower, projector, spec = build_random(shape, attn="sdpa")
     selector = VisionZip(zip_config, spec.num_tokens, spec.has_cls)
     graph = VisionGraph(tower, projector, spec, selector).eval()
     zip_path = export_vision_graph(graph, shape.image_size, workdir / "vision.onnx")
@@ -204,9 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     for shape in TOWERS:
         with tempfile.TemporaryDirectory() as work:
             results.append(bench_tower(shape, zip_config, args.repeats, args.threads, Path(work)))
-    rows = [{**asdict(r), "zip_over_encoder": r.zip_over_encoder,
-             "upstream_over_zip": r.upstream_over_zip,
-             "images_per_s": 1000 / r.visionzip_ms} for r in results]
+    rows = [result.row() for result in results]
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"threads": args.threads, "repeats": args.repeats, "batch": 1,
             "onnxruntime": ort.__version__, "torch": torch.__version__}
