@@ -93,18 +93,17 @@ def _coefficients(in_size: int, out_size: int, resample: str) -> tuple[np.ndarra
 def _resample_axis(image: np.ndarray, out_size: int, axis: int, resample: str) -> np.ndarray:
     """One Pillow pass along `axis` (0 = rows, 1 = columns) of an (H, W, 3) uint8 image.
 
-    Pillow accumulates in 32-bit integers, which never overflow for these weights;
-    looping over the few taps keeps the working set at one output-sized array.
+    Pillow accumulates in 32-bit integers, which never overflow for these weights.
+    Each tap gathers whole rows (contiguous memory), so a column pass runs on the
+    transposed image.
     """
-    positions, weights = _coefficients(image.shape[axis], out_size, resample)
-    shape = list(image.shape)
-    shape[axis] = out_size
-    total = np.full(shape, 1 << (PRECISION_BITS - 1), np.int32)
-    source = image.astype(np.int32)
+    if axis == 1:
+        flipped = np.ascontiguousarray(image.transpose(1, 0, 2))
+        return np.ascontiguousarray(_resample_axis(flipped, out_size, 0, resample).transpose(1, 0, 2))
+    positions, weights = _coefficients(image.shape[0], out_size, resample)
+    total = np.full((out_size, *image.shape[1:]), 1 << (PRECISION_BITS - 1), np.int32)
     for tap in range(positions.shape[1]):
-        taken = np.take(source, positions[:, tap], axis=axis)
-        weight = weights[:, tap].astype(np.int32)
-        total += taken * (weight[:, None, None] if axis == 0 else weight[None, :, None])
+        total += image[positions[:, tap]] * weights[:, tap, None, None].astype(np.int32)
     return np.clip(total >> PRECISION_BITS, 0, 255).astype(np.uint8)
 
 
