@@ -148,8 +148,8 @@ def pipeline_config(config: dict, eos_token_ids: list[int], threads: int) -> dic
 
 
 def export_language(folder: LlavaFolder, out: Path, quant: str, eos_token_ids: list[int],
-                    threads: int = 2) -> list[str]:
-    """Write decoder.onnx, embed.onnx and genai_config.json into `out`; return their names."""
+                    threads: int = 2) -> None:
+    """Write decoder.onnx (+ .data), embed.onnx and genai_config.json into `out`."""
     if quant not in QUANT_PRECISION:
         raise ExportError(f"--quant {quant} is not supported (choose from {', '.join(QUANT_PRECISION)})")
     with tempfile.TemporaryDirectory(prefix="zipvlm-lm-") as work:
@@ -158,5 +158,3 @@ def export_language(folder: LlavaFolder, out: Path, quant: str, eos_token_ids: l
         export_embed(lm.embed_tokens, folder.config.image_token_id, out / EMBED_NAME)
     config = pipeline_config(config, eos_token_ids, threads)
     (out / "genai_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    names = [DECODER_NAME, EMBED_NAME, "genai_config.json"]
-    return names + ([DECODER_NAME + ".data"] if (out / (DECODER_NAME + ".data")).exists() else [])

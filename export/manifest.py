@@ -86,7 +86,7 @@ def eos_token_ids(folder: Path, text_config: Any) -> list[int]:
 
 
 def build_manifest(folder: LlavaFolder, zip_config: VisionZipConfig | None, num_image_tokens: int,
-                   graphs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+                   eos_ids: list[int], graphs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The manifest body (format version and sha256s are added by write_manifest)."""
     tower = folder.tower
     text = folder.config.text_config
@@ -111,7 +111,7 @@ def build_manifest(folder: LlavaFolder, zip_config: VisionZipConfig | None, num_
         },
         "llm": {"model_type": text.model_type, "hidden_size": folder.llm_hidden_size},
         "image_token_id": folder.config.image_token_id,
-        "eos_token_ids": eos_token_ids(folder.path, text),
+        "eos_token_ids": eos_ids,  # the same list genai_config.json stops on
         "generator": "onnxruntime-genai decoder-pipeline (genai_config.json)",
         "chat_template": chat_template(folder.path),
         "graphs": graphs,

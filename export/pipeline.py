@@ -136,7 +136,7 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
         with stage("bundle") as note:
             copy_model_files(folder.path, work)
             manifest = write_manifest(work, build_manifest(folder, options.zip, num_image_tokens,
-                                                           graphs))
+                                                           eos, graphs))
             _replace_dir(work, options.out)
             note.append(f"manifest.json with sha256 of {len(manifest['files'])} files -> {options.out}")
     finally:
