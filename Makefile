@@ -21,8 +21,10 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+# Vision graph, then the language side (builds its real-size bundles on the first run).
 bench: install
 	$(PY) -m zipvlm.bench.vision
+	$(PY) -m zipvlm.bench.language
 
 lint: install
 	$(VENV)/bin/ruff check .

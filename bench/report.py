@@ -1,11 +1,12 @@
-"""Tables and plots for benchmark rows (dicts from bench.vision)."""
+"""Tables and plots for benchmark rows (dicts from bench.vision and bench.language)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-COLUMNS = (
+# (row key, column title, format)
+VISION_COLUMNS = (
     ("tower", "tower", "{}"),
     ("tokens", "N", "{}"),
     ("kept", "K", "{}"),
@@ -22,20 +23,42 @@ COLUMNS = (
 )
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    header = "| " + " | ".join(title for _, title, _ in COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(fmt.format(row[key]) for key, _, fmt in COLUMNS) + " |"
+LANGUAGE_COLUMNS = (
+    ("decoder", "decoder", "{}"),
+    ("quant", "weights", "{}"),
+    ("image_tokens", "image tokens", "{}"),
+    ("prompt_tokens", "prompt tokens", "{}"),
+    ("vision_ms", "vision ms", "{:.0f}"),
+    ("prefill_ms", "prefill ms", "{:.0f}"),
+    ("prefill_ratio", "prefill speed-up", "{:.2f}x"),
+    ("ttft_ms", "TTFT ms", "{:.0f}"),
+    ("ttft_ratio", "TTFT speed-up", "{:.2f}x"),
+    ("flop_ceiling", "FLOP ceiling", "{:.2f}x"),
+    ("decode_tokens_per_s", "decode tok/s", "{:.1f}"),
+    ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+)
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: tuple = VISION_COLUMNS) -> str:
+    header = "| " + " | ".join(title for _, title, _ in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(fmt.format(row[key]) for key, _, fmt in columns) + " |"
             for row in rows]
     return "\n".join([header, rule, *body])
 
 
-def save_bar_chart(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Grouped bars: (a), (b), (c) latency per tower."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_bar_chart(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Grouped bars: (a), (b), (c) latency per tower."""
+    plt = _pyplot()
 
     stages = (("encoder_ms", "(a) encoder to layer L"), ("visionzip_ms", "(b) vision.onnx"),
               ("upstream_ms", "(c) upstream eager + VisionZip"))
@@ -49,6 +72,29 @@ def save_bar_chart(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("ms per image (median, batch 1)")
     ax.set_title("Vision graph latency, onnxruntime CPU vs upstream PyTorch")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def save_language_plot(rows: list[dict[str, Any]], path: Path) -> Path:
+    """TTFT and decode speed against image tokens, one line per decoder and precision."""
+    plt = _pyplot()
+    fig, (ttft, decode) = plt.subplots(1, 2, figsize=(11, 4))
+    series: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        series.setdefault(f"{row['decoder']} {row['quant']}", []).append(row)
+    for label, points in series.items():
+        points = sorted(points, key=lambda row: row["image_tokens"])
+        tokens = [row["image_tokens"] for row in points]
+        ttft.plot(tokens, [row["ttft_ms"] for row in points], marker="o", label=label)
+        decode.plot(tokens, [row["decode_tokens_per_s"] for row in points], marker="o", label=label)
+    ttft.set(xlabel="image tokens fed to the LLM", ylabel="time to first token, ms (median)",
+             title="TTFT: preprocess + vision + prefill")
+    decode.set(xlabel="image tokens fed to the LLM", ylabel="decode tokens/s (median)",
+               title="Decode speed")
+    ttft.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

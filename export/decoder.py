@@ -13,6 +13,7 @@ cache and sampling; both graphs are plain ONNX that onnxruntime alone runs too.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import tempfile
@@ -98,9 +99,24 @@ def _quantize_int8(source: Path, target: Path) -> Path:
     """Weight-only int8 (per channel) of the MatMuls, activations quantized at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul"], use_external_data_format=True)
+    # Its advice to run shape pre-processing is for static (calibrated) quantization.
+    advice = _DropMessages("pre-processing before quantization")
+    logging.getLogger().addFilter(advice)
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul"], use_external_data_format=True)
+    finally:
+        logging.getLogger().removeFilter(advice)
     return target
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, fragment: str):
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()
 
 
 def _move_graph(source: Path, target: Path) -> None:

@@ -1,7 +1,9 @@
 """Tiny random-weight LLaVA folders, laid out exactly as a downloaded one.
 
-Two families: CLIP + Llama (LLaVA-1.5 style, feature layer -2, 'default' selection)
-and SigLIP + Qwen2 (llava-interleave style, feature layer -1, 'full' selection).
+Families name the tower, then the language model: CLIP + Llama (LLaVA-1.5 style,
+feature layer -2, 'default' selection), SigLIP + Qwen2 (llava-interleave style,
+feature layer -1, 'full' selection) and CLIP + Qwen2 (the benchmark's pairing).
+The same factory writes real-size random folders for the benchmark.
 Each folder has config.json, generation_config.json, model.safetensors, a real
 fast tokenizer (tokenizer.json, `<image>` special) with a chat template, and
 preprocessor/processor configs. Nothing is downloaded; the same seed gives the
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+# A family is "<tower>-<language model>"; the tests build the two upstream pairings.
+TOWERS, LANGUAGE_MODELS = ("clip", "siglip"), ("llama", "qwen2")
 FAMILIES = ("clip-llama", "siglip-qwen2")
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -57,7 +61,12 @@ class TinySpec:
     text_heads: int = 4
     text_kv_heads: int = 2
     text_layers: int = 2
+    text_intermediate: int | None = None  # None: 3 x text_width
     vocab_size: int = 384  # BPE vocabulary learned from CORPUS, specials included
+    # Rows of the LM's embedding table and head; None: the tokenizer's size. A real
+    # vocabulary size (151936 for Qwen2) gives the benchmark the real head cost.
+    text_vocab_size: int | None = None
+    max_positions: int = 2048
     seed: int = 0
     # Scales the vision q/k weights: random init gives near-uniform attention whose
     # scores sit within float noise of each other; real towers attend sharply.
@@ -73,13 +82,15 @@ def build_tiny_llava(out_dir: Path, spec: TinySpec = TinySpec()) -> Path:
     from transformers import LlavaConfig, LlavaForConditionalGeneration
     from transformers.utils import logging as hf_logging
 
-    if spec.family not in FAMILIES:
-        raise ValueError(f"unknown tiny family {spec.family!r}; choose from {FAMILIES}")
+    tower, _, language = spec.family.partition("-")
+    if tower not in TOWERS or language not in LANGUAGE_MODELS:
+        raise ValueError(f"unknown family {spec.family!r}: expected <{'|'.join(TOWERS)}>-"
+                         f"<{'|'.join(LANGUAGE_MODELS)}>")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = _build_tokenizer(spec)
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
-    clip = spec.family == "clip-llama"
+    clip = spec.family.startswith("clip")
     config = LlavaConfig(
         vision_config=_vision_config(spec),
         text_config=_text_config(spec, tokenizer),
@@ -111,7 +122,7 @@ def _vision_config(spec: TinySpec):
         image_size=spec.image_size,
         patch_size=spec.patch_size,
     )
-    if spec.family == "clip-llama":
+    if spec.family.startswith("clip"):
         return CLIPVisionConfig(projection_dim=spec.vision_width, **common)
     return SiglipVisionConfig(**common)
 
@@ -119,15 +130,15 @@ def _vision_config(spec: TinySpec):
 def _text_config(spec: TinySpec, tokenizer):
     from transformers import LlamaConfig, Qwen2Config
 
-    cls = LlamaConfig if spec.family == "clip-llama" else Qwen2Config
+    cls = LlamaConfig if spec.family.endswith("llama") else Qwen2Config
     return cls(
         hidden_size=spec.text_width,
-        intermediate_size=spec.text_width * 3,
+        intermediate_size=spec.text_intermediate or spec.text_width * 3,
         num_hidden_layers=spec.text_layers,
         num_attention_heads=spec.text_heads,
         num_key_value_heads=spec.text_kv_heads,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=2048,
+        vocab_size=spec.text_vocab_size or len(tokenizer),
+        max_position_embeddings=spec.max_positions,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -148,13 +159,14 @@ def _build_tokenizer(spec: TinySpec):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    if spec.family == "clip-llama":
+    llama = spec.family.endswith("llama")
+    if llama:
         specials = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
         template = LLAVA_TEMPLATE
     else:
         specials = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
         template = QWEN_TEMPLATE
-    extra = ["<image>"] if spec.family == "clip-llama" else ["<|im_start|>", "<image>"]
+    extra = ["<image>"] if llama else ["<|im_start|>", "<image>"]
     special_tokens = list(specials.values()) + extra
     tok = Tokenizer(models.BPE(unk_token=specials.get("unk_token")))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -20,6 +20,7 @@ from zipvlm.runtime.bundle import load_manifest
 from zipvlm.runtime.errors import ArgumentError, ZipvlmError
 from zipvlm.runtime.preprocess import PreprocessSpec, preprocess
 from zipvlm.runtime.prompt import PromptBuilder, PromptSpec
+from zipvlm.runtime.providers import VisionRunner, check_provider, genai_model
 
 MAX_SESSION_CONTEXT = 4096  # default KV-cache size of a conversation, in tokens
 
@@ -63,9 +64,7 @@ def read_image(path: Path) -> np.ndarray:
 class BundlePipeline:
     """A loaded bundle: sessions are created once and reused for every question."""
 
-    def __init__(self, bundle: Path, threads: int = 2):
-        import onnxruntime as ort
-
+    def __init__(self, bundle: Path, threads: int = 2, provider: str = "cpu"):
         try:
             import onnxruntime_genai as og
         except ImportError:
@@ -73,17 +72,15 @@ class BundlePipeline:
                               "(on Jetson build it from source or use a jetson-containers image)"
                               ) from None
         self._og = og
+        check_provider(og, provider)
         manifest = load_manifest(bundle)
         self.num_image_tokens = manifest["visionzip"]["num_image_tokens"]
         self.preprocess_spec = PreprocessSpec.from_manifest(manifest["preprocess"])
         self.prompts = PromptBuilder(bundle, PromptSpec(
             manifest["image_token_id"], self.num_image_tokens, manifest["chat_template"]))
         self.eos_ids = set(manifest["eos_token_ids"])
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        self.vision = ort.InferenceSession(str(Path(bundle) / "vision.onnx"), options,
-                                           providers=["CPUExecutionProvider"])
-        self.model = og.Model(str(bundle))
+        self.vision = VisionRunner.open(Path(bundle) / "vision.onnx", provider, threads)
+        self.model = genai_model(og, Path(bundle), provider)
         genai_config = json.loads((Path(bundle) / "genai_config.json").read_text())
         self.context_length = int(genai_config["model"]["context_length"])
 
@@ -97,11 +94,16 @@ class BundlePipeline:
         return Session(self, image, options, context=len(ids) + options.max_new_tokens
                        ).ask_ids(ids, on_text)
 
-    def generator(self, image_embeds: np.ndarray, options: GenerationOptions, context: int):
-        """A genai generator with the image bound; genai keeps a pointer, so keep `visual`."""
+    def generator(self, image_embeds: np.ndarray, options: GenerationOptions, context: int,
+                  min_length: int = 0):
+        """A genai generator with the image bound; genai keeps a pointer, so keep `visual`.
+
+        `min_length` (total tokens) holds back end-of-sequence until then: the
+        benchmark uses it to decode a fixed number of tokens from random weights.
+        """
         og = self._og
         params = og.GeneratorParams(self.model)
-        search = {"max_length": context, "do_sample": False}
+        search = {"max_length": context, "min_length": min_length, "do_sample": False}
         if options.temperature > 0:
             search.update(do_sample=True, temperature=float(options.temperature),
                           top_p=float(options.top_p), top_k=0)
@@ -151,7 +153,7 @@ class Session:
         if self.image_embeds is None:
             pixels = preprocess(self.image, pipeline.preprocess_spec)
             after_preprocess = clock()
-            self.image_embeds = pipeline.vision.run(["image_embeds"], {"pixel_values": pixels})[0]
+            self.image_embeds = pipeline.vision(pixels)
             timings = {"preprocess": (after_preprocess - start) * 1000,
                        "vision": (clock() - after_preprocess) * 1000}
         if len(self.history) + len(ids) + self.options.max_new_tokens > self.context:

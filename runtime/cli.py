@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from zipvlm.runtime.errors import ArgumentError, ZipvlmError
+from zipvlm.runtime.providers import PROVIDERS
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -119,6 +120,10 @@ def build_parser() -> OneLineParser:
 def _add_bundle_and_image(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", type=Path, required=True, help="bundle written by zipvlm export")
     parser.add_argument("--image", type=Path, required=True, help="image file (JPEG, PNG, ...)")
+    parser.add_argument("--provider", choices=PROVIDERS, default="cpu",
+                        help="where to run: cpu; cuda (vision on onnxruntime CUDA, decoder on genai "
+                             "CUDA); tensorrt (vision on onnxruntime's TensorRT provider, decoder on "
+                             "genai CUDA). Default cpu")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -143,7 +148,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     options = GenerationOptions(args.max_new_tokens, args.temperature, args.top_p, args.seed)
     options.validate()
     image = read_image(args.image)
-    pipeline = BundlePipeline(args.bundle)
+    pipeline = BundlePipeline(args.bundle, provider=args.provider)
     ids = pipeline.prompt_ids(args.prompt, args.raw_prompt)
     if args.json:
         answer = pipeline.ask(image, ids, options)
@@ -166,7 +171,8 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
     options = GenerationOptions(args.max_new_tokens)
     options.validate()
-    session = Session(BundlePipeline(args.bundle), read_image(args.image), options)
+    session = Session(BundlePipeline(args.bundle, provider=args.provider), read_image(args.image),
+                      options)
     interactive = sys.stdin.isatty()
     while True:
         if interactive:

@@ -5,8 +5,16 @@ No timing is asserted; the figures come from `make bench` on real-size shapes.
 
 from __future__ import annotations
 
-from zipvlm.bench.report import COLUMNS, markdown_table, save_bar_chart
+from zipvlm.bench.language import BenchPlan, prepare, run
+from zipvlm.bench.report import (
+    LANGUAGE_COLUMNS,
+    VISION_COLUMNS,
+    markdown_table,
+    save_bar_chart,
+    save_language_plot,
+)
 from zipvlm.bench.vision import TowerShape, bench_tower
+from zipvlm.models.tiny import TinySpec
 from zipvlm.models.visionzip import VisionZipConfig
 
 TINY = TowerShape("tiny CLIP", "clip", 112, 14, 32, 3, 2, 64, -2, 48)
@@ -16,7 +24,26 @@ def test_tower_bench_runs_and_reports_every_column(tmp_path):
     result = bench_tower(TINY, VisionZipConfig(20, 4), repeats=1, threads=1, workdir=tmp_path)
     row = result.row()
     assert result.tokens == 65 and result.kept == 24
-    assert all(row[key] > 0 for key, _, _ in COLUMNS if key not in ("tower", "tokens", "kept"))
+    assert all(row[key] > 0 for key, _, _ in VISION_COLUMNS if key not in ("tower", "tokens", "kept"))
     table = markdown_table([row])
     assert table.count("\n") == 2 and "tiny CLIP" in table
     assert save_bar_chart([row], tmp_path / "vision.png").stat().st_size > 1000
+
+
+def test_language_bench_times_real_bundles_and_reports_every_column(tmp_path):
+    plan = BenchPlan({"tiny": TinySpec(family="clip-qwen2")}, quants=("none",),
+                     selections=(None, VisionZipConfig(54, 10)), repeats=1, new_tokens=3, threads=1)
+    rows = run(plan, tmp_path / "cache")
+    assert [(row["image_tokens"], row["prompt_tokens"] - row["image_tokens"]) for row in rows] == [
+        (576, 40), (64, 40)]  # the same text around both
+    full, zipped = rows
+    assert full["prefill_ratio"] == full["ttft_ratio"] == full["flop_ceiling"] == 1.0
+    assert zipped["flop_ceiling"] > 1 and zipped["flops"] < full["flops"]
+    assert all(row[key] > 0 for row in rows for key, _, _ in LANGUAGE_COLUMNS
+               if key not in ("decoder", "quant"))
+    assert markdown_table(rows, LANGUAGE_COLUMNS).count("\n") == 3
+    assert save_language_plot(rows, tmp_path / "language.png").stat().st_size > 1000
+    manifest = tmp_path / "cache/tiny/bundle-none/manifest.json"
+    written = manifest.stat().st_mtime_ns
+    again = prepare("tiny", plan.models["tiny"], plan, tmp_path / "cache")  # cached: nothing rebuilt
+    assert again.bundles["none"] / "manifest.json" == manifest and manifest.stat().st_mtime_ns == written

@@ -1,0 +1,125 @@
+"""Time one bundle with the runtime alone (no torch), in its own process; print JSON.
+
+The language benchmark runs this once per bundle in a fresh interpreter, so the
+peak RSS it reports is what a deployed runtime holds: onnxruntime, genai, the
+vision session and the decoder, and nothing of the exporter. For each vision
+graph given (one per token count) it computes the image embeddings, then times
+the runtime's own generator: prefill of the chat prompt with the K image tokens,
+the first token, and decoding. With --time-vision it also times preprocessing
+and the vision graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from zipvlm.runtime.answer import BundlePipeline, GenerationOptions
+from zipvlm.runtime.preprocess import preprocess
+from zipvlm.runtime.prompt import PromptBuilder, PromptSpec
+from zipvlm.runtime.providers import VisionRunner
+
+QUESTION = "What is in front of the robot, and is the path clear?"
+FRAME_SHAPE = (480, 640, 3)  # a VGA camera frame
+
+
+def camera_frame() -> np.ndarray:
+    """A smooth BGR frame with some texture; latency does not depend on its content."""
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:FRAME_SHAPE[0], 0:FRAME_SHAPE[1]]
+    base = (rows[..., None] * [1, 2, 3] + cols[..., None] * [3, 1, 2]) % 256
+    return (base + rng.integers(0, 32, FRAME_SHAPE)).clip(0, 255).astype(np.uint8)
+
+
+def median_ms(run, repeats: int) -> float:
+    """Median wall time of `run` after one warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def time_generation(pipeline: BundlePipeline, embeds: np.ndarray, ids: list[int], new_tokens: int,
+                    repeats: int) -> dict[str, float]:
+    """Median prefill ms, first-token ms (prefill + first sample) and decode tokens/s."""
+    context = len(ids) + new_tokens
+    # min_length keeps genai from stopping at a random model's end-of-sequence token.
+    options = GenerationOptions(max_new_tokens=new_tokens)
+    samples: dict[str, list[float]] = {"prefill_ms": [], "first_token_ms": [], "decode_tokens_per_s": []}
+    for round_ in range(repeats + 1):  # round 0 warms up
+        clock = time.perf_counter
+        start = clock()
+        generator, _visual = pipeline.generator(embeds, options, context, min_length=context)
+        generator.append_tokens(np.asarray(ids, dtype=np.int32))
+        prefilled = clock()
+        generator.generate_next_token()
+        generator.get_next_tokens()
+        first = clock()
+        for _ in range(new_tokens - 1):
+            generator.generate_next_token()
+            generator.get_next_tokens()
+        end = clock()
+        if round_:
+            samples["prefill_ms"].append((prefilled - start) * 1000)
+            samples["first_token_ms"].append((first - start) * 1000)
+            samples["decode_tokens_per_s"].append((new_tokens - 1) / (end - first))
+        del generator
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def measure(bundle: Path, graphs: dict[int, Path], repeats: int, new_tokens: int, threads: int,
+            time_vision: bool) -> dict:
+    start = time.perf_counter()
+    pipeline = BundlePipeline(bundle, threads=threads)
+    load_s = time.perf_counter() - start
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    frame = camera_frame()
+    rows = []
+    for tokens, graph in graphs.items():
+        vision = VisionRunner.open(graph, "cpu", threads)
+        pixels = preprocess(frame, pipeline.preprocess_spec)
+        embeds = vision(pixels)
+        if embeds.shape[1] != tokens:
+            raise SystemExit(f"{graph} gives {embeds.shape[1]} image tokens, expected {tokens}")
+        prompts = PromptBuilder(bundle, PromptSpec(manifest["image_token_id"], tokens,
+                                                   manifest["chat_template"]))
+        ids = prompts.encode(prompts.chat_text(QUESTION))
+        row = {"image_tokens": tokens, "prompt_tokens": len(ids)}
+        if time_vision:
+            row["preprocess_ms"] = median_ms(partial(preprocess, frame, pipeline.preprocess_spec), repeats)
+            row["vision_ms"] = median_ms(partial(vision, pixels), repeats)
+        row.update(time_generation(pipeline, embeds, ids, new_tokens, repeats))
+        rows.append(row)
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"load_s": load_s, "peak_rss_mb": peak_rss_mb, "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zipvlm.bench.runtime_timing", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--vision", action="append", required=True, metavar="K=PATH",
+                        help="a vision graph giving K image tokens (repeatable)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--time-vision", action="store_true")
+    args = parser.parse_args(argv)
+    graphs = {int(k): Path(path) for k, path in (item.split("=", 1) for item in args.vision)}
+    print(json.dumps(measure(args.bundle, graphs, args.repeats, args.new_tokens, args.threads,
+                             args.time_vision)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
