@@ -12,7 +12,10 @@ import difflib
 import json
 import logging
 import re
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -106,6 +109,37 @@ def build_parser() -> OneLineParser:
                       help="stop each answer after N tokens (default 128)")
     chat.set_defaults(handler=_cmd_chat)
 
+    stream = commands.add_parser(
+        "stream",
+        help="ask the same question about a live source, frame after frame",
+        description="Ask a question about the newest frame of a camera, video file, URL, "
+                    "GStreamer pipeline, image folder or 'synthetic' pattern, one answer at a "
+                    "time. Capture keeps only the newest frame; frames that arrive while an "
+                    "answer is generated are dropped and counted. A lost source is reopened "
+                    "with backoff. Ctrl-C stops cleanly.",
+    )
+    stream.add_argument("--bundle", type=Path, required=True, help="bundle written by zipvlm export")
+    stream.add_argument("--source", required=True, metavar="SRC",
+                        help="camera index (0), video file, image folder, rtsp:// or http:// URL, "
+                             "GStreamer pipeline (with '!'), or 'synthetic'")
+    stream.add_argument("--prompt", required=True, help="the question asked about every frame")
+    stream.add_argument("--every", type=float, default=0.0, metavar="SECONDS",
+                        help="at most one question per SECONDS (default 0: back to back)")
+    stream.add_argument("--max-frames", type=int, metavar="N", help="stop after N answers")
+    stream.add_argument("--max-new-tokens", type=int, default=64, metavar="N",
+                        help="stop each answer after N tokens (default 64)")
+    stream.add_argument("--loop", action="store_true", help="play a video file or folder in a loop")
+    stream.add_argument("--fps", type=float, default=30.0,
+                        help="pace of an image folder or 'synthetic' (default 30; files use their own)")
+    stream.add_argument("--retries", type=int, default=5, metavar="N",
+                        help="reopen a lost source up to N times in a row, waiting 0.5 s doubling "
+                             "to 8 s (default 5), then give up")
+    stream.add_argument("--json", action="store_true",
+                        help="one JSON line per answer: text, frame_time, frame_age_ms, "
+                             "num_image_tokens, timings_ms, dropped_frames (and error, if any)")
+    _add_provider(stream)
+    stream.set_defaults(handler=_cmd_stream)
+
     demo = commands.add_parser(
         "demo",
         help="build a tiny random LLaVA, export it and show the verification",
@@ -120,6 +154,10 @@ def build_parser() -> OneLineParser:
 def _add_bundle_and_image(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", type=Path, required=True, help="bundle written by zipvlm export")
     parser.add_argument("--image", type=Path, required=True, help="image file (JPEG, PNG, ...)")
+    _add_provider(parser)
+
+
+def _add_provider(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--provider", choices=PROVIDERS, default="cpu",
                         help="where to run: cpu; cuda (vision on onnxruntime CUDA, decoder on genai "
                              "CUDA); tensorrt (vision on onnxruntime's TensorRT provider, decoder on "
@@ -187,6 +225,60 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         print(f"[prefill {answer.prefill_tokens} tokens in {answer.timings_ms['prefill']:.0f} ms, "
               f"{len(answer.token_ids)} tokens at "
               f"{answer.timings_ms['decode_tokens_per_s']:.1f}/s]", file=sys.stderr)
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from zipvlm.runtime.answer import BundlePipeline, GenerationOptions
+    from zipvlm.runtime.grabber import FrameGrabber, RetryPolicy
+    from zipvlm.runtime.sources import open_reader, parse_source
+    from zipvlm.runtime.stream import StreamOptions, stream_answers
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ArgumentError(f"--max-frames must be at least 1, got {args.max_frames}")
+    if args.every < 0 or args.retries < 0:
+        raise ArgumentError("--every and --retries must not be negative")
+    options = StreamOptions(args.prompt, args.every, args.max_frames,
+                            GenerationOptions(args.max_new_tokens))
+    options.generation.validate()
+    spec = parse_source(args.source, args.loop, args.fps)
+    pipeline = BundlePipeline(args.bundle, provider=args.provider)
+    stop = stop_on_signals()
+    with FrameGrabber(open_reader(spec), RetryPolicy(max_attempts=args.retries)) as grabber:
+        for answer in stream_answers(pipeline, grabber, options, stop):
+            if args.json:
+                print(json.dumps(answer.to_json()), flush=True)
+            else:
+                print(_stream_line(answer), flush=True)
+    if grabber.error:
+        raise ZipvlmError(grabber.error)
+    stats = grabber.stats
+    print(f"[{stats.frames} frames captured, {stats.dropped} dropped, {stats.bad_frames} bad, "
+          f"{stats.reconnects} reconnects]", file=sys.stderr)
+    return 0
+
+
+def _stream_line(answer) -> str:
+    clock = time.strftime("%H:%M:%S", time.localtime(answer.frame_time))
+    head = f"[{clock} frame {answer.frame_index} age {answer.frame_age_ms:.0f} ms]"
+    if answer.error:
+        return f"{head} error: {answer.error}"
+    t = answer.timings_ms
+    return (f"{head} {answer.text}  ({answer.num_image_tokens} image tokens, first token "
+            f"{t['first_token']:.0f} ms, {t['decode_tokens_per_s']:.1f} tok/s, "
+            f"{answer.dropped_frames} dropped)")
+
+
+def stop_on_signals() -> threading.Event:
+    """SIGINT/SIGTERM set the event (the current answer finishes); a second SIGINT interrupts."""
+    stop = threading.Event()
+
+    def request_stop(signum, _frame) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
+    return stop
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
