@@ -94,6 +94,16 @@ class BundlePipeline:
         return Session(self, image, options, context=len(ids) + options.max_new_tokens
                        ).ask_ids(ids, on_text)
 
+    def embed_image(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        """Image embeddings (1, K, hidden) of one image, and the ms of preprocess and vision."""
+        clock = time.perf_counter
+        start = clock()
+        pixels = preprocess(image, self.preprocess_spec)
+        after_preprocess = clock()
+        embeds = self.vision(pixels)
+        return embeds, {"preprocess": (after_preprocess - start) * 1000,
+                        "vision": (clock() - after_preprocess) * 1000}
+
     def generator(self, image_embeds: np.ndarray, options: GenerationOptions, context: int,
                   min_length: int = 0):
         """A genai generator with the image bound; genai keeps a pointer, so keep `visual`.
@@ -125,15 +135,17 @@ class Session:
     the next turn re-prefills the whole conversation in a fresh generator instead.
     """
 
-    def __init__(self, pipeline: BundlePipeline, image: np.ndarray,
-                 options: GenerationOptions = GenerationOptions(), context: int | None = None):
+    def __init__(self, pipeline: BundlePipeline, image: np.ndarray | None,
+                 options: GenerationOptions = GenerationOptions(), context: int | None = None,
+                 image_embeds: np.ndarray | None = None):
         options.validate()
         self.pipeline = pipeline
         self.options = options
         # Tokens the KV cache is sized for: genai allocates it once per generator.
         self.context = min(context or MAX_SESSION_CONTEXT, pipeline.context_length)
         self.image = image
-        self.image_embeds: np.ndarray | None = None
+        # (images, K, hidden); given, or computed from `image` at the first question
+        self.image_embeds = image_embeds
         self.history: list[int] = []  # every token of the conversation so far
         self._generator = None
         self._visual = None  # keeps genai's visual_embeds buffer alive
@@ -142,7 +154,8 @@ class Session:
     def ask(self, question: str, on_text: Callable[[str], None] | None = None) -> Answer:
         """The first question gets the image and the chat template; later ones continue it."""
         prompts = self.pipeline.prompts
-        ids = (prompts.encode(prompts.chat_text(question)) if not self.history
+        images = 1 if self.image_embeds is None else len(self.image_embeds)
+        ids = (prompts.encode(prompts.chat_text(question, images), images) if not self.history
                else prompts.continuation(question))
         return self.ask_ids(ids, on_text)
 
@@ -151,11 +164,7 @@ class Session:
         start = clock()
         timings = {"preprocess": 0.0, "vision": 0.0}
         if self.image_embeds is None:
-            pixels = preprocess(self.image, pipeline.preprocess_spec)
-            after_preprocess = clock()
-            self.image_embeds = pipeline.vision(pixels)
-            timings = {"preprocess": (after_preprocess - start) * 1000,
-                       "vision": (clock() - after_preprocess) * 1000}
+            self.image_embeds, timings = pipeline.embed_image(self.image)
         if len(self.history) + len(ids) + self.options.max_new_tokens > self.context:
             raise ArgumentError(f"the conversation would exceed its {self.context}-token context")
         feed = ids
@@ -177,7 +186,8 @@ class Session:
             decode_tokens_per_s=(len(tokens) - 1) / (end - first_token) if len(tokens) > 1 else 0.0,
         )
         text = pipeline.prompts.tokenizer.decode(tokens, skip_special_tokens=True)
-        return Answer(text, tokens, pipeline.num_image_tokens,
+        images, per_image = self.image_embeds.shape[:2]
+        return Answer(text, tokens, images * per_image,
                       {k: round(v, 2) for k, v in timings.items()}, prefill_tokens=len(feed))
 
     def _decode(self, on_text: Callable[[str], None] | None) -> tuple[list[int], bool, float | None]:

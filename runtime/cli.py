@@ -15,7 +15,6 @@ import re
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -126,6 +125,9 @@ def build_parser() -> OneLineParser:
     stream.add_argument("--every", type=float, default=0.0, metavar="SECONDS",
                         help="at most one question per SECONDS (default 0: back to back)")
     stream.add_argument("--max-frames", type=int, metavar="N", help="stop after N answers")
+    stream.add_argument("--window", type=int, default=1, metavar="N",
+                        help="video mode: ask about the last N sampled frames together (N x K "
+                             "image tokens; each frame runs through the vision graph once)")
     stream.add_argument("--max-new-tokens", type=int, default=64, metavar="N",
                         help="stop each answer after N tokens (default 64)")
     stream.add_argument("--loop", action="store_true", help="play a video file or folder in a loop")
@@ -142,11 +144,15 @@ def build_parser() -> OneLineParser:
 
     demo = commands.add_parser(
         "demo",
-        help="build a tiny random LLaVA, export it and show the verification",
-        description="Build a tiny random-weight LLaVA (offline), export it with VisionZip, verify.",
+        help="build a tiny random LLaVA, export it, and stream a synthetic camera to it",
+        description="Build a tiny random-weight LLaVA (offline), export it with VisionZip, "
+                    "verify it, then stream the synthetic source through it, printing answers "
+                    "and latencies. The answers of a random model are noise.",
     )
     demo.add_argument("--workdir", type=Path, default=Path("artifacts"),
                       help="where the tiny model and its bundle go (default ./artifacts)")
+    demo.add_argument("--seconds", type=float, default=10.0,
+                      help="how long to stream (default 10)")
     demo.set_defaults(handler=_cmd_demo)
     return parser
 
@@ -233,13 +239,11 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     from zipvlm.runtime.sources import open_reader, parse_source
     from zipvlm.runtime.stream import StreamOptions, stream_answers
 
-    if args.max_frames is not None and args.max_frames < 1:
-        raise ArgumentError(f"--max-frames must be at least 1, got {args.max_frames}")
-    if args.every < 0 or args.retries < 0:
-        raise ArgumentError("--every and --retries must not be negative")
+    if args.retries < 0:
+        raise ArgumentError(f"--retries must not be negative, got {args.retries}")
     options = StreamOptions(args.prompt, args.every, args.max_frames,
-                            GenerationOptions(args.max_new_tokens))
-    options.generation.validate()
+                            GenerationOptions(args.max_new_tokens), args.window)
+    options.validate()
     spec = parse_source(args.source, args.loop, args.fps)
     pipeline = BundlePipeline(args.bundle, provider=args.provider)
     stop = stop_on_signals()
@@ -248,24 +252,13 @@ def _cmd_stream(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(answer.to_json()), flush=True)
             else:
-                print(_stream_line(answer), flush=True)
+                print(answer.line(), flush=True)
     if grabber.error:
         raise ZipvlmError(grabber.error)
     stats = grabber.stats
     print(f"[{stats.frames} frames captured, {stats.dropped} dropped, {stats.bad_frames} bad, "
           f"{stats.reconnects} reconnects]", file=sys.stderr)
     return 0
-
-
-def _stream_line(answer) -> str:
-    clock = time.strftime("%H:%M:%S", time.localtime(answer.frame_time))
-    head = f"[{clock} frame {answer.frame_index} age {answer.frame_age_ms:.0f} ms]"
-    if answer.error:
-        return f"{head} error: {answer.error}"
-    t = answer.timings_ms
-    return (f"{head} {answer.text}  ({answer.num_image_tokens} image tokens, first token "
-            f"{t['first_token']:.0f} ms, {t['decode_tokens_per_s']:.1f} tok/s, "
-            f"{answer.dropped_frames} dropped)")
 
 
 def stop_on_signals() -> threading.Event:
@@ -284,7 +277,7 @@ def stop_on_signals() -> threading.Event:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from zipvlm.export.demo import run_demo
 
-    run_demo(args.workdir)
+    run_demo(args.workdir, args.seconds)
     return 0
 
 

@@ -67,15 +67,15 @@ class PromptBuilder:
         self._template = (_render_environment().from_string(spec.chat_template)
                           if spec.chat_template else None)
 
-    def chat_text(self, question: str) -> str:
-        """One user turn holding the image and the question, ready for the assistant's answer."""
+    def chat_text(self, question: str, images: int = 1) -> str:
+        """One user turn holding the image(s) and the question, ready for the assistant's answer."""
         if not question.strip():
             raise PromptError("the prompt is empty")
         if self._template is None:
             raise PromptError("the bundle has no chat template: use --raw-prompt with the "
                               f"model's own format and one {self.image_token}")
-        messages = [{"role": "user", "content": [{"type": "image"},
-                                                 {"type": "text", "text": question}]}]
+        content = [{"type": "image"}] * images + [{"type": "text", "text": question}]
+        messages = [{"role": "user", "content": content}]
         return self._template.render(messages=messages, add_generation_prompt=True,
                                      **self.special_tokens)
 
@@ -98,17 +98,18 @@ class PromptBuilder:
             raise PromptError(f"a follow-up question cannot hold the image token {self.image_token}")
         return ids
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of `text` with its one image token repeated K times."""
+    def encode(self, text: str, images: int = 1) -> list[int]:
+        """Token ids of `text`, each of its `images` image tokens repeated K times."""
         if not text.strip():
             raise PromptError("the prompt is empty")
         ids = self.tokenizer.encode(text, add_special_tokens=True).ids
         count = ids.count(self.spec.image_token_id)
-        if count != 1:
-            raise PromptError(f"the prompt must hold exactly one image token "
-                              f"{self.image_token}, found {count}")
-        at = ids.index(self.spec.image_token_id)
-        return ids[:at] + [self.spec.image_token_id] * self.spec.num_image_tokens + ids[at + 1:]
+        if count != images:
+            expected = "exactly one image token" if images == 1 else f"{images} image tokens"
+            raise PromptError(f"the prompt must hold {expected} {self.image_token}, found {count}")
+        image = self.spec.image_token_id
+        return [i for token in ids for i in ([image] * self.spec.num_image_tokens
+                                               if token == image else [token])]
 
 
 def _token_text(value: Any) -> str | None:

@@ -1,5 +1,9 @@
 """The stream loop: ask the same question about the newest frame, one inference at a time.
 
+With a window of N (video mode) the compressed tokens of the last N sampled frames
+are kept and asked about together, oldest first, as one multi-image prompt: each
+frame runs through the vision graph once, and the prompt holds N x K image tokens.
+
 Frames captured while an answer is being generated are dropped (the grabber
 counts them); `every_s` paces questions. Each answer carries the frame's capture
 time and its age when the answer was complete: how old the world it describes is.
@@ -10,10 +14,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from zipvlm.runtime.answer import BundlePipeline, GenerationOptions
+import numpy as np
+
+from zipvlm.runtime.answer import Answer, BundlePipeline, GenerationOptions, Session
+from zipvlm.runtime.errors import ArgumentError
 from zipvlm.runtime.grabber import FrameGrabber
 
 FRAME_WAIT_S = 0.5  # how often a waiting loop checks for a stop request
@@ -25,6 +33,40 @@ class StreamOptions:
     every_s: float = 0.0  # minimum seconds between questions; 0: as fast as answers come
     max_frames: int | None = None  # stop after this many answers
     generation: GenerationOptions = field(default_factory=GenerationOptions)
+    window: int = 1  # frames asked about together (video mode)
+
+    def validate(self) -> None:
+        self.generation.validate()
+        if self.window < 1:
+            raise ArgumentError(f"--window must be at least 1, got {self.window}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ArgumentError(f"--max-frames must be at least 1, got {self.max_frames}")
+        if self.every_s < 0:
+            raise ArgumentError(f"--every must not be negative, got {self.every_s}")
+
+
+class FrameWindow:
+    """The image embeddings of the last `size` sampled frames, and questions about them."""
+
+    def __init__(self, pipeline: BundlePipeline, size: int):
+        self.pipeline = pipeline
+        self.frames: deque[np.ndarray] = deque(maxlen=size)  # (1, K, hidden) each, oldest first
+
+    def add(self, image: np.ndarray) -> dict[str, float]:
+        """Run one frame through preprocessing and the vision graph; their ms."""
+        embeds, timings = self.pipeline.embed_image(image)
+        self.frames.append(embeds)
+        return timings
+
+    def prompt_ids(self, question: str) -> list[int]:
+        prompts, images = self.pipeline.prompts, len(self.frames)
+        return prompts.encode(prompts.chat_text(question, images), images)
+
+    def ask(self, question: str, options: GenerationOptions) -> Answer:
+        ids = self.prompt_ids(question)
+        session = Session(self.pipeline, None, options, context=len(ids) + options.max_new_tokens,
+                          image_embeds=np.concatenate(self.frames))
+        return session.ask_ids(ids)
 
 
 @dataclass
@@ -47,12 +89,24 @@ class StreamAnswer:
             record["error"] = self.error
         return record
 
+    def line(self) -> str:
+        """One readable line: when the frame was taken, how old it is, the answer, the costs."""
+        clock = time.strftime("%H:%M:%S", time.localtime(self.frame_time))
+        head = f"[{clock} frame {self.frame_index} age {self.frame_age_ms:.0f} ms]"
+        if self.error:
+            return f"{head} error: {self.error}"
+        t = self.timings_ms
+        return (f"{head} {self.text!r}  ({self.num_image_tokens} image tokens, first token "
+                f"{t['first_token']:.0f} ms, {t['decode_tokens_per_s']:.1f} tok/s, "
+                f"{self.dropped_frames} dropped)")
+
 
 def stream_answers(pipeline: BundlePipeline, grabber: FrameGrabber, options: StreamOptions,
                    stop: threading.Event) -> Iterator[StreamAnswer]:
     """Answers until the source ends, `max_frames` answers were given, or `stop` is set."""
-    options.generation.validate()
-    ids = pipeline.prompt_ids(options.prompt, None)
+    options.validate()
+    pipeline.prompts.chat_text(options.prompt)  # an empty prompt fails here, before any frame
+    window = FrameWindow(pipeline, options.window)
     answered, next_question = 0, time.monotonic()
     while not stop.is_set() and (options.max_frames is None or answered < options.max_frames):
         if stop.wait(max(0.0, next_question - time.monotonic())):
@@ -64,10 +118,13 @@ def stream_answers(pipeline: BundlePipeline, grabber: FrameGrabber, options: Str
             continue
         next_question = time.monotonic() + options.every_s
         try:
-            answer = pipeline.ask(frame.image, ids, options.generation)
-            text, tokens, timings, error = answer.text, answer.num_image_tokens, answer.timings_ms, None
+            seen = window.add(frame.image)
+            answer = window.ask(options.prompt, options.generation)
+            timings = {**answer.timings_ms, **{k: round(v, 2) for k, v in seen.items()}}
+            timings["first_token"] = round(timings["first_token"] + sum(seen.values()), 2)
+            text, tokens, error = answer.text, answer.num_image_tokens, None
         except Exception as exc:  # noqa: BLE001 - one frame's failure must not end the stream
-            text, tokens, timings = "", pipeline.num_image_tokens, {}
+            text, tokens, timings = "", pipeline.num_image_tokens * len(window.frames), {}
             error = f"{type(exc).__name__}: {exc}"
         answered += 1
         yield StreamAnswer(text, frame.index, frame.capture_time, frame.age_ms(), tokens, timings,

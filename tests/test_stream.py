@@ -149,15 +149,15 @@ def test_corrupt_frames_are_skipped_and_counted():
 
 
 class FailsOnSecondFrame(BundlePipeline):
-    """A real pipeline whose backend fails once, as a device error would."""
+    """A real pipeline whose vision backend fails once, as a device error would."""
 
     calls = 0
 
-    def ask(self, image, ids, options, on_text=None):
+    def embed_image(self, image):
         self.calls += 1
         if self.calls == 2:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return super().ask(image, ids, options, on_text)
+        return super().embed_image(image)
 
 
 def test_a_backend_error_is_reported_on_its_answer_and_the_next_frame_is_served(bundle):
