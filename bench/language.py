@@ -8,9 +8,11 @@ folder. Each bundle is timed by `zipvlm.bench.runtime_timing` in a fresh process
 (runtime only, no torch), which reports its peak RSS.
 
 TTFT = preprocess (640x480 frame) + vision graph + prefill + first token, from
-medians. The FLOP ceiling of a ratio counts the tower to the feature layer, the
-projector and the language model's prefill (logits at every prompt position, as
-the exported graph computes them).
+medians. Peak RSS is that of `zipvlm run` (K = 64, 32 new tokens) on the
+bundle, a process holding exactly what a deployed runtime holds. The FLOP
+ceiling of a ratio counts the tower to the feature layer, the projector and the
+language model's prefill (logits at every prompt position, as the exported graph
+computes them).
 
 Built folders, bundles and graphs are cached under --cache (a few GB per
 decoder; the first run builds them, about 10 minutes per decoder shape).
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -113,6 +116,24 @@ def time_bundle(bundle: Path, graphs: dict[int, Path], plan: BenchPlan, time_vis
     return json.loads(done.stdout)
 
 
+def run_peak_rss_mb(bundle: Path, workdir: Path, new_tokens: int) -> float:
+    """Peak RSS of one `zipvlm run` on `bundle` (load, one frame, one answer), from wait4."""
+    import cv2
+
+    from zipvlm.bench.runtime_timing import QUESTION, camera_frame
+
+    frame = workdir / "frame.png"
+    cv2.imwrite(str(frame), camera_frame())
+    command = [sys.executable, "-m", "zipvlm.runtime.cli", "run", "--bundle", str(bundle), "--image",
+               str(frame), "--prompt", QUESTION, "--max-new-tokens", str(new_tokens), "--json"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"zipvlm run on {bundle} failed: {process.stderr.read().decode()[-2000:]}")
+    return usage.ru_maxrss / 1024
+
+
 def vision_flops(spec: TinySpec, image_tokens: int) -> float:
     """Tower up to the feature layer, plus the two-layer projector on the tokens it keeps."""
     clip = spec.family.startswith("clip")
@@ -135,7 +156,7 @@ def prefill_flops(spec: TinySpec, prompt_tokens: int, vocab: int) -> float:
 
 
 def rows_for(name: str, spec: TinySpec, quant: str, timing: dict, vision: dict[int, dict],
-             vocab: int) -> list[dict]:
+             vocab: int, peak_rss_mb: float) -> list[dict]:
     """Table rows of one bundle: ratios are against the same bundle fed every token."""
     by_tokens = {row["image_tokens"]: row for row in timing["rows"]}
     rows = []
@@ -147,7 +168,7 @@ def rows_for(name: str, spec: TinySpec, quant: str, timing: dict, vision: dict[i
                      "prompt_tokens": row["prompt_tokens"], "preprocess_ms": seen["preprocess_ms"],
                      "vision_ms": seen["vision_ms"], "prefill_ms": row["prefill_ms"], "ttft_ms": ttft,
                      "decode_tokens_per_s": row["decode_tokens_per_s"],
-                     "peak_rss_mb": timing["peak_rss_mb"], "load_s": timing["load_s"],
+                     "peak_rss_mb": peak_rss_mb, "load_s": timing["load_s"],
                      "flops": flops})
     reference = rows[0]  # every token
     for row in rows:
@@ -168,7 +189,8 @@ def run(plan: BenchPlan, cache: Path) -> list[dict]:
             print(f"[{name}] timing --quant {quant}", file=sys.stderr)
             timing = time_bundle(prepared.bundles[quant], prepared.graphs, plan, time_vision=not vision)
             vision = vision or {row["image_tokens"]: row for row in timing["rows"]}
-            rows += rows_for(name, spec, quant, timing, vision, prepared.vocab)
+            rss = run_peak_rss_mb(prepared.bundles[quant], cache, plan.new_tokens)
+            rows += rows_for(name, spec, quant, timing, vision, prepared.vocab, rss)
     return rows
 
 

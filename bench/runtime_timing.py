@@ -1,8 +1,7 @@
 """Time one bundle with the runtime alone (no torch), in its own process; print JSON.
 
-The language benchmark runs this once per bundle in a fresh interpreter, so the
-peak RSS it reports is what a deployed runtime holds: onnxruntime, genai, the
-vision session and the decoder, and nothing of the exporter. For each vision
+The language benchmark runs this once per bundle in a fresh interpreter with the
+runtime alone (nothing of the exporter is imported). For each vision
 graph given (one per token count) it computes the image embeddings, then times
 the runtime's own generator: prefill of the chat prompt with the K image tokens,
 the first token, and decoding. With --time-vision it also times preprocessing
@@ -13,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import time
 from functools import partial
@@ -100,8 +98,7 @@ def measure(bundle: Path, graphs: dict[int, Path], repeats: int, new_tokens: int
             row["vision_ms"] = median_ms(partial(vision, pixels), repeats)
         row.update(time_generation(pipeline, embeds, ids, new_tokens, repeats))
         rows.append(row)
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"load_s": load_s, "peak_rss_mb": peak_rss_mb, "rows": rows}
+    return {"load_s": load_s, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,9 @@ class ExportOptions:
     out: Path  # bundle directory to write
     zip: VisionZipConfig | None  # None: every token, the model's own selection (--no-zip)
     fp16: bool = False  # also write vision.fp16.onnx
-    quant: str = "none"  # decoder weights: "none" (float32) or "int4" (MatMulNBits)
+    # Decoder weights: "int8" (dynamic, per channel; the fastest end to end on CPU, see
+    # `make bench`), "int4" (MatMulNBits) or "none" (float32).
+    quant: str = "int8"
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 The stream loop takes the newest frame when it is ready for one; every frame
 captured meanwhile and replaced before anyone took it is dropped and counted.
-A lost source is reopened with capped exponential backoff; after `max_attempts`
+A lost source is reopened with capped exponential backoff (the frame it left
+untaken is dropped: it is stale by then); after `max_attempts`
 consecutive failed reopenings the grabber gives up and says why. A frame that is
 not an 8-bit image (empty, wrong shape, wrong dtype) is skipped and counted.
 """
@@ -110,6 +111,13 @@ class FrameGrabber:
             self.stats.frames += 1
             self._changed.notify_all()
 
+    def _discard_pending(self) -> None:
+        """A frame from before a loss is stale by the time the source is back: drop it."""
+        with self._changed:
+            if not self._taken:
+                self._taken = True
+                self.stats.dropped += 1
+
     def _run(self) -> None:
         try:
             self._capture()
@@ -146,6 +154,7 @@ class FrameGrabber:
             except SourceLost as exc:
                 log.warning("%s", exc)
                 self.reader.close()
+                self._discard_pending()
                 opened, lost = False, True
                 continue
             if image is END:

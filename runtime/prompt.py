@@ -71,11 +71,14 @@ class PromptBuilder:
         """One user turn holding the image(s) and the question, ready for the assistant's answer."""
         if not question.strip():
             raise PromptError("the prompt is empty")
+        content = [{"type": "image"}] * images + [{"type": "text", "text": question}]
+        return self.conversation_text([{"role": "user", "content": content}])
+
+    def conversation_text(self, messages: list[dict]) -> str:
+        """Messages in the template's form (content: image/text parts), ready for the answer."""
         if self._template is None:
             raise PromptError("the bundle has no chat template: use --raw-prompt with the "
                               f"model's own format and one {self.image_token}")
-        content = [{"type": "image"}] * images + [{"type": "text", "text": question}]
-        messages = [{"role": "user", "content": content}]
         return self._template.render(messages=messages, add_generation_prompt=True,
                                      **self.special_tokens)
 

@@ -74,7 +74,8 @@ class Pacer:
         self.next = time.monotonic()
 
     def wait(self) -> None:
-        self.next = max(self.next + self.period, time.monotonic() - self.period)
+        # A late reader gets its frame at once and the next one a period later: no bursts.
+        self.next = max(self.next + self.period, time.monotonic())
         delay = self.next - time.monotonic()
         if delay > 0:
             time.sleep(delay)

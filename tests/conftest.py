@@ -21,13 +21,13 @@ def tiny_folders(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_bundles(tiny_folders, tmp_path_factory) -> dict[str, Path]:
-    """Each tiny folder exported once with the paper's (54, 10): vision, embed and decoder."""
+    """Each tiny folder exported once with the paper's (54, 10): vision, embed, float32 decoder."""
     from zipvlm.export.pipeline import ExportOptions, export_bundle
     from zipvlm.models.visionzip import VisionZipConfig
 
     root = tmp_path_factory.mktemp("bundles")
     return {family: export_bundle(ExportOptions(model=folder, out=root / family,
-                                                zip=VisionZipConfig(54, 10))).out
+                                                zip=VisionZipConfig(54, 10), quant="none")).out
             for family, folder in tiny_folders.items()}
 
 

@@ -99,7 +99,7 @@ def test_manifest_lists_the_language_graphs(tiny_bundles):
 def test_no_zip_bundle_equals_plain_hf_generate(tiny_folders, tmp_path, family):
     """The full-token baseline runs the same code and gives HF's own answer."""
     bundle = export_bundle(ExportOptions(model=tiny_folders[family], out=tmp_path / "full",
-                                         zip=None)).out
+                                         zip=None, quant="none")).out
     manifest = load_manifest(bundle)
     assert manifest["visionzip"]["enabled"] is False
     assert manifest["visionzip"]["num_image_tokens"] == 576  # CLIP drops CLS; SigLIP has none

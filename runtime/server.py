@@ -1,0 +1,230 @@
+"""`zipvlm serve`: an OpenAI-compatible HTTP server over one bundle.
+
+One answer is generated at a time, in a worker thread, so the event loop keeps
+answering /health and /metrics. Up to `max_waiting` requests queue behind it;
+more get 429 with Retry-After, never a pile-up. A request that waits and runs
+longer than the timeout is stopped at its next token and answered with 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from zipvlm.runtime.answer import Answer, BundlePipeline, Session
+from zipvlm.runtime.errors import ZipvlmError
+from zipvlm.runtime.metrics import ServerMetrics
+from zipvlm.runtime.openai_api import ChatRequest, RequestError, ServerLimits, parse_chat_request
+
+RETRY_AFTER_S = 2
+
+
+class Cancelled(Exception):
+    """Raised from the token callback to stop a generation that ran out of time."""
+
+
+@dataclass
+class Completion:
+    answer: Answer
+    prompt_tokens: int
+    finish_reason: str  # "stop" (end token) or "length" (max_tokens reached)
+
+    def usage(self) -> dict:
+        generated = len(self.answer.token_ids)
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": generated,
+                "total_tokens": self.prompt_tokens + generated,
+                "visual_tokens": self.answer.num_image_tokens}
+
+
+class ModelWorker:
+    """Admission control and the one thread that talks to the bundle."""
+
+    def __init__(self, pipeline: BundlePipeline, limits: ServerLimits, metrics: ServerMetrics):
+        self.pipeline, self.limits, self.metrics = pipeline, limits, metrics
+        self._queue = asyncio.Lock()  # the order requests are served in
+        self._model = threading.Lock()  # held by the generating thread, even one timed out
+        self._waiting = 0
+
+    async def complete(self, request: ChatRequest, on_text: Callable[[str], None] | None = None
+                       ) -> Completion:
+        if self._waiting >= self.limits.max_waiting + 1:
+            self.metrics.rejected.inc()
+            raise RequestError(429, "the server is busy: too many requests waiting; retry later",
+                               kind="rate_limit_error", code="server_busy")
+        self._waiting += 1
+        cancelled = threading.Event()
+        try:
+            return await asyncio.wait_for(self._run(request, on_text, cancelled),
+                                          self.limits.request_timeout_s)
+        except TimeoutError:
+            cancelled.set()
+            self.metrics.timeouts.inc()
+            raise RequestError(503, f"the request took longer than {self.limits.request_timeout_s:g} s",
+                               kind="server_error", code="timeout") from None
+        finally:
+            self._waiting -= 1
+
+    async def _run(self, request: ChatRequest, on_text, cancelled: threading.Event) -> Completion:
+        async with self._queue:
+            return await asyncio.to_thread(self._answer, request, on_text, cancelled)
+
+    def _answer(self, request: ChatRequest, on_text, cancelled: threading.Event) -> Completion:
+        with self._model:
+            if cancelled.is_set():
+                raise Cancelled
+            return self._generate(request, on_text, cancelled)
+
+    def _generate(self, request: ChatRequest, on_text, cancelled: threading.Event) -> Completion:
+        pipeline, prompts = self.pipeline, self.pipeline.prompts
+        embeds, timings = [], {"preprocess": 0.0, "vision": 0.0}
+        for image in request.images:
+            image_embeds, seen = pipeline.embed_image(image)
+            embeds.append(image_embeds)
+            timings = {stage: timings[stage] + seen[stage] for stage in timings}
+        ids = prompts.encode(prompts.conversation_text(request.messages), len(embeds))
+        if len(ids) + request.options.max_new_tokens > pipeline.context_length:
+            raise RequestError(400, f"the prompt ({len(ids)} tokens with its images) plus max_tokens "
+                               f"is over the model's {pipeline.context_length}-token context",
+                               "messages", code="context_length_exceeded")
+
+        def stream(text: str) -> None:
+            if cancelled.is_set():
+                raise Cancelled
+            if on_text is not None:
+                on_text(text)
+
+        session = Session(pipeline, None, request.options,
+                          context=len(ids) + request.options.max_new_tokens,
+                          image_embeds=np.concatenate(embeds))
+        answer = session.ask_ids(ids, stream)
+        answer.timings_ms.update({k: round(v, 2) for k, v in timings.items()})
+        answer.timings_ms["first_token"] = round(answer.timings_ms["first_token"] + sum(timings.values()), 2)
+        self.metrics.observe(answer)
+        finish = "length" if len(answer.token_ids) >= request.options.max_new_tokens else "stop"
+        return Completion(answer, len(ids), finish)
+
+
+def _completion_body(completion: Completion, model: str, request_id: str) -> dict:
+    return {
+        "id": request_id, "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.answer.text},
+                     "finish_reason": completion.finish_reason}],
+        "usage": completion.usage(),
+        "timings_ms": completion.answer.timings_ms,
+    }
+
+
+def as_request_error(exc: Exception, metrics: ServerMetrics) -> RequestError:
+    """Our refusals as they are; a prompt the template refuses is a 400; anything else a 500."""
+    if isinstance(exc, RequestError):
+        return exc
+    if isinstance(exc, ZipvlmError):
+        return RequestError(400, str(exc))
+    metrics.errors.inc()
+    return RequestError(500, f"the model failed: {type(exc).__name__}: {exc}", kind="server_error")
+
+
+def _error(exc: RequestError) -> JSONResponse:
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status in (429, 503) else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"the request body is over the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"the request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(pipeline: BundlePipeline, model_name: str, limits: ServerLimits | None = None
+               ) -> Starlette:
+    limits = limits or ServerLimits()
+    metrics = ServerMetrics()
+    worker = ModelWorker(pipeline, limits, metrics)
+
+    async def chat_completions(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            chat = parse_chat_request(await _read_body(request, limits.max_body_bytes),
+                                      (model_name,), limits)
+            request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+            if chat.stream:
+                metrics.requests.labels("200").inc()
+                return StreamingResponse(_events(worker, chat, model_name, request_id, metrics),
+                                         media_type="text/event-stream")
+            completion = await worker.complete(chat)
+            metrics.requests.labels("200").inc()
+            return JSONResponse(_completion_body(completion, model_name, request_id))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error object
+            error = as_request_error(exc, metrics)
+            metrics.requests.labels(str(error.status)).inc()
+            return _error(error)
+        finally:
+            metrics.request_seconds.observe(time.perf_counter() - started)
+
+    async def health(_: Request) -> Response:
+        return JSONResponse({"status": "ok", "model": model_name,
+                             "num_image_tokens": pipeline.num_image_tokens})
+
+    async def models(_: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [
+            {"id": model_name, "object": "model", "created": 0, "owned_by": "zipvlm"}]})
+
+    async def prometheus(_: Request) -> Response:
+        return PlainTextResponse(metrics.render(), media_type=metrics.content_type)
+
+    return Starlette(routes=[
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", models),
+        Route("/health", health),
+        Route("/metrics", prometheus),
+    ])
+
+
+async def _events(worker: ModelWorker, chat: ChatRequest, model: str, request_id: str,
+                  metrics: ServerMetrics) -> AsyncIterator[str]:
+    """Server-sent events as OpenAI streams them: role, content deltas, finish, [DONE]."""
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue[str] = asyncio.Queue()
+
+    def chunk(delta: dict, finish: str | None = None, usage: dict | None = None) -> str:
+        body = {"id": request_id, "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        if usage is not None:
+            body["usage"] = usage
+        return f"data: {json.dumps(body)}\n\n"
+
+    task = asyncio.ensure_future(worker.complete(
+        chat, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text)))
+    yield chunk({"role": "assistant", "content": ""})
+    while not (task.done() and pieces.empty()):
+        getter = asyncio.ensure_future(pieces.get())
+        await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            yield chunk({"content": getter.result()})
+        else:
+            getter.cancel()
+    try:
+        completion = task.result()
+    except Exception as exc:  # noqa: BLE001 - the status line is sent: report it in the stream
+        yield f"data: {json.dumps(as_request_error(exc, metrics).body())}\n\n"
+    else:
+        yield chunk({}, completion.finish_reason, completion.usage())
+    yield "data: [DONE]\n\n"
