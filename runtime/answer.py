@@ -48,6 +48,14 @@ class Answer:
     prefill_tokens: int = 0  # tokens this answer's prefill ran (a follow-up: only its own)
 
 
+def with_image_timings(answer_ms: dict[str, float], image_ms: dict[str, float]) -> dict[str, float]:
+    """An answer's timings when its image(s) went through the vision graph beforehand: the
+    preprocess and vision ms added, and the first token counted from before them."""
+    timings = {**answer_ms, **{stage: round(ms, 2) for stage, ms in image_ms.items()}}
+    timings["first_token"] = round(answer_ms["first_token"] + sum(image_ms.values()), 2)
+    return timings
+
+
 def read_image(path: Path) -> np.ndarray:
     """An image file as OpenCV decodes it (BGR, gray or BGRA), 8-bit."""
     if not Path(path).is_file():
@@ -74,6 +82,7 @@ class BundlePipeline:
         self._og = og
         check_provider(og, provider)
         manifest = load_manifest(bundle)
+        self.manifest = manifest
         self.num_image_tokens = manifest["visionzip"]["num_image_tokens"]
         self.preprocess_spec = PreprocessSpec.from_manifest(manifest["preprocess"])
         self.prompts = PromptBuilder(bundle, PromptSpec(

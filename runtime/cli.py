@@ -167,6 +167,11 @@ def build_parser() -> OneLineParser:
                        help="seconds a request may wait and run (default 120), then 503")
     serve.add_argument("--max-waiting", type=int, default=4,
                        help="requests queued behind the running one (default 4); more get 429")
+    serve.add_argument("--source", metavar="SRC",
+                       help="also stream SRC (as zipvlm stream takes it) and serve the live page at /")
+    serve.add_argument("--prompt", default="What is in front of the camera?",
+                       help="the live page's first question (editable on the page)")
+    serve.add_argument("--loop", action="store_true", help="play a video file or folder source in a loop")
     _add_provider(serve)
     serve.set_defaults(handler=_cmd_serve)
 
@@ -312,10 +317,26 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ArgumentError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     name = args.model_name or Path(args.bundle).resolve().name
-    app = create_app(BundlePipeline(args.bundle, provider=args.provider), name, limits)
+    pipeline = BundlePipeline(args.bundle, provider=args.provider)
+    model_lock, live = threading.Lock(), None
+    if args.source is not None:
+        from zipvlm.runtime.grabber import FrameGrabber
+        from zipvlm.runtime.live import LiveFeed
+        from zipvlm.runtime.sources import open_reader, parse_source
+
+        reader = open_reader(parse_source(args.source, args.loop))
+        live = LiveFeed(pipeline, FrameGrabber(reader), args.prompt, model_lock)
+    app = create_app(pipeline, name, limits, model_lock, live)
+    page = f"; live page at http://{args.host}:{args.port}/" if live else ""
     print(f"serving {name} on http://{args.host}:{args.port} (OpenAI API at /v1/chat/completions, "
-          "/health, /metrics); Ctrl-C stops", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+          f"/health, /metrics{page}); Ctrl-C stops", file=sys.stderr)
+    if live is not None:
+        live.start()
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        if live is not None:
+            live.stop()
     return 0
 
 

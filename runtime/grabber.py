@@ -98,6 +98,11 @@ class FrameGrabber:
             self._taken = True
             return self._latest
 
+    def peek(self) -> Frame | None:
+        """The newest frame, taken or not (for previews; does not count as taking it)."""
+        with self._changed:
+            return self._latest
+
     @property
     def finished(self) -> bool:
         return self._finished

@@ -150,7 +150,7 @@ def _composite_on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.where(a == 0, 255, out).astype(np.uint8)
 
 
-def _output_size(height: int, width: int, resize_rule: dict[str, int]) -> tuple[int, int]:
+def output_size(height: int, width: int, resize_rule: dict[str, int]) -> tuple[int, int]:
     if "shortest_edge" in resize_rule:
         short = resize_rule["shortest_edge"]
         if height <= width:
@@ -176,7 +176,7 @@ def preprocess(image: np.ndarray, spec: PreprocessSpec, channel_order: str = "BG
     if spec.pad_to_square:
         rgb = _pad_square(rgb, spec.mean)
     if spec.resize is not None:
-        rgb = resize(rgb, *_output_size(*rgb.shape[:2], spec.resize), spec.resample)
+        rgb = resize(rgb, *output_size(*rgb.shape[:2], spec.resize), spec.resample)
     if spec.center_crop is not None:
         crop_h, crop_w = spec.center_crop["height"], spec.center_crop["width"]
         top, left = (rgb.shape[0] - crop_h) // 2, (rgb.shape[1] - crop_w) // 2

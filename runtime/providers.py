@@ -86,6 +86,7 @@ class VisionRunner:
 
     session: object  # onnxruntime.InferenceSession
     device: str = "cpu"  # "cpu" or "cuda": where the bound buffers live
+    keep_indices: np.ndarray | None = None  # (B, D) token indices the last call kept, ascending
     _bound: dict = field(default_factory=dict)
 
     @classmethod
@@ -100,23 +101,24 @@ class VisionRunner:
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """pixel_values (B, 3, H, W) float32 -> image_embeds (B, K, hidden) float32."""
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
-        binding, pixels_value, embeds_value = self._binding(pixels.shape)
+        binding, pixels_value = self._binding(pixels.shape)
         pixels_value.update_inplace(pixels)
         self.session.run_with_iobinding(binding)
-        # A copy: the bound buffer is overwritten by the next frame.
-        return embeds_value.numpy().copy() if self.device == "cpu" else binding.copy_outputs_to_cpu()[0]
+        # Copies: the bound buffers are overwritten by the next frame.
+        embeds, self.keep_indices = binding.copy_outputs_to_cpu()
+        return embeds
 
     def _binding(self, shape: tuple[int, ...]):
         if shape not in self._bound:
             import onnxruntime as ort
 
-            output = next(o for o in self.session.get_outputs() if o.name == "image_embeds")
-            out_shape = [shape[0], *output.shape[1:]]
+            outputs = {o.name: o for o in self.session.get_outputs()}
             pixels_value = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, self.device, 0)
-            embeds_value = ort.OrtValue.ortvalue_from_shape_and_type(out_shape, np.float32,
-                                                                     self.device, 0)
             binding = self.session.io_binding()
             binding.bind_ortvalue_input("pixel_values", pixels_value)
-            binding.bind_ortvalue_output("image_embeds", embeds_value)
-            self._bound[shape] = (binding, pixels_value, embeds_value)
+            for name, dtype in (("image_embeds", np.float32), ("keep_indices", np.int64)):
+                value = ort.OrtValue.ortvalue_from_shape_and_type(
+                    [shape[0], *outputs[name].shape[1:]], dtype, self.device, 0)
+                binding.bind_ortvalue_output(name, value)
+            self._bound[shape] = (binding, pixels_value)
         return self._bound[shape]

@@ -1,5 +1,8 @@
 """`zipvlm serve`: an OpenAI-compatible HTTP server over one bundle.
 
+With a live feed (`--source`) it also serves `GET /`, a page with an MJPEG preview
+of the source (kept patches tinted), the prompt to edit, and answers as they come.
+
 One answer is generated at a time, in a worker thread, so the event loop keeps
 answering /health and /metrics. Up to `max_waiting` requests queue behind it;
 more get 429 with Retry-After, never a pile-up. A request that waits and runs
@@ -9,25 +12,29 @@ longer than the timeout is stopped at its next token and answered with 503.
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from zipvlm.runtime.answer import Answer, BundlePipeline, Session
+from zipvlm.runtime.answer import Answer, BundlePipeline, Session, with_image_timings
 from zipvlm.runtime.errors import ZipvlmError
+from zipvlm.runtime.live import LiveFeed
 from zipvlm.runtime.metrics import ServerMetrics
 from zipvlm.runtime.openai_api import ChatRequest, RequestError, ServerLimits, parse_chat_request
 
 RETRY_AFTER_S = 2
+PREVIEW_PERIOD_S = 1 / 15  # the MJPEG preview's frame period
 
 
 class Cancelled(Exception):
@@ -50,10 +57,11 @@ class Completion:
 class ModelWorker:
     """Admission control and the one thread that talks to the bundle."""
 
-    def __init__(self, pipeline: BundlePipeline, limits: ServerLimits, metrics: ServerMetrics):
+    def __init__(self, pipeline: BundlePipeline, limits: ServerLimits, metrics: ServerMetrics,
+                 model_lock: threading.Lock):
         self.pipeline, self.limits, self.metrics = pipeline, limits, metrics
         self._queue = asyncio.Lock()  # the order requests are served in
-        self._model = threading.Lock()  # held by the generating thread, even one timed out
+        self._model = model_lock  # held by the generating thread, even one timed out
         self._waiting = 0
 
     async def complete(self, request: ChatRequest, on_text: Callable[[str], None] | None = None
@@ -108,8 +116,7 @@ class ModelWorker:
                           context=len(ids) + request.options.max_new_tokens,
                           image_embeds=np.concatenate(embeds))
         answer = session.ask_ids(ids, stream)
-        answer.timings_ms.update({k: round(v, 2) for k, v in timings.items()})
-        answer.timings_ms["first_token"] = round(answer.timings_ms["first_token"] + sum(timings.values()), 2)
+        answer.timings_ms = with_image_timings(answer.timings_ms, timings)
         self.metrics.observe(answer)
         finish = "length" if len(answer.token_ids) >= request.options.max_new_tokens else "stop"
         return Completion(answer, len(ids), finish)
@@ -153,11 +160,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(pipeline: BundlePipeline, model_name: str, limits: ServerLimits | None = None
-               ) -> Starlette:
+def create_app(pipeline: BundlePipeline, model_name: str, limits: ServerLimits | None = None,
+               model_lock: threading.Lock | None = None, live: LiveFeed | None = None) -> Starlette:
+    """The app; `model_lock` is shared with a live feed, if any, so one answer runs at a time."""
     limits = limits or ServerLimits()
     metrics = ServerMetrics()
-    worker = ModelWorker(pipeline, limits, metrics)
+    worker = ModelWorker(pipeline, limits, metrics, model_lock or threading.Lock())
 
     async def chat_completions(request: Request) -> Response:
         started = time.perf_counter()
@@ -190,12 +198,73 @@ def create_app(pipeline: BundlePipeline, model_name: str, limits: ServerLimits |
     async def prometheus(_: Request) -> Response:
         return PlainTextResponse(metrics.render(), media_type=metrics.content_type)
 
-    return Starlette(routes=[
+    routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/models", models),
         Route("/health", health),
         Route("/metrics", prometheus),
-    ])
+    ]
+    return Starlette(routes=routes + (live_routes(live, limits) if live is not None else []))
+
+
+def _answer_item(answer: dict) -> str:
+    """One answer as the live page lists it (the page's script builds the same for new ones)."""
+    error = answer.get("error")
+    text = html.escape(f"error: {error}" if error else answer["text"])
+    css = ' class="error"' if error else ""
+    return f'<li><div{css}>{text}</div><div class="meta">{html.escape(answer["summary"])}</div></li>'
+
+
+def live_routes(live: LiveFeed, limits: ServerLimits) -> list[Route]:
+    page = (Path(__file__).parent / "live_page.html").read_text()
+
+    async def index(_: Request) -> Response:
+        recent = list(live.answers)[::-1][:20]  # newest first, as the page keeps them
+        items = "".join(_answer_item(answer) for answer in recent)
+        return HTMLResponse(page.format(answer_count=len(recent), answers=items))
+
+    async def state(_: Request) -> Response:
+        return JSONResponse({"prompt": live.prompt, "num_image_tokens": live.pipeline.num_image_tokens,
+                             "answers": list(live.answers)[-10:], "capture": vars(live.grabber.stats)})
+
+    async def set_prompt(request: Request) -> Response:
+        try:
+            body = json.loads(await _read_body(request, limits.max_body_bytes) or b"null")
+            live.set_prompt(body.get("prompt") if isinstance(body, dict) else None)
+        except json.JSONDecodeError:
+            return _error(RequestError(400, "the request body is not valid JSON"))
+        except (RequestError, ZipvlmError) as exc:
+            return _error(exc if isinstance(exc, RequestError) else RequestError(400, str(exc), "prompt"))
+        return JSONResponse({"prompt": live.prompt})
+
+    async def mjpeg(request: Request) -> Response:
+        async def frames() -> AsyncIterator[bytes]:
+            while not await request.is_disconnected():
+                jpeg = await asyncio.to_thread(live.frame_jpeg)
+                if jpeg is not None:
+                    yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                           + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                await asyncio.sleep(PREVIEW_PERIOD_S)
+
+        return StreamingResponse(frames(), media_type="multipart/x-mixed-replace; boundary=frame")
+
+    async def events(request: Request) -> Response:
+        async def answers() -> AsyncIterator[str]:
+            queue = live.subscribe()
+            try:
+                while not await request.is_disconnected():
+                    try:
+                        yield f"data: {await asyncio.wait_for(queue.get(), 1.0)}\n\n"
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+            finally:
+                live.unsubscribe(queue)
+
+        return StreamingResponse(answers(), media_type="text/event-stream")
+
+    return [Route("/", index), Route("/live/state", state),
+            Route("/live/prompt", set_prompt, methods=["POST"]),
+            Route("/live/stream.mjpg", mjpeg), Route("/live/events", events)]
 
 
 async def _events(worker: ModelWorker, chat: ChatRequest, model: str, request_id: str,

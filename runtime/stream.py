@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from zipvlm.runtime.answer import Answer, BundlePipeline, GenerationOptions, Session
+from zipvlm.runtime.answer import Answer, BundlePipeline, GenerationOptions, Session, with_image_timings
 from zipvlm.runtime.errors import ArgumentError
 from zipvlm.runtime.grabber import FrameGrabber
 
@@ -120,8 +120,7 @@ def stream_answers(pipeline: BundlePipeline, grabber: FrameGrabber, options: Str
         try:
             seen = window.add(frame.image)
             answer = window.ask(options.prompt, options.generation)
-            timings = {**answer.timings_ms, **{k: round(v, 2) for k, v in seen.items()}}
-            timings["first_token"] = round(timings["first_token"] + sum(seen.values()), 2)
+            timings = with_image_timings(answer.timings_ms, seen)
             text, tokens, error = answer.text, answer.num_image_tokens, None
         except Exception as exc:  # noqa: BLE001 - one frame's failure must not end the stream
             text, tokens, timings = "", pipeline.num_image_tokens * len(window.frames), {}

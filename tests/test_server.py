@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import base64
 import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from images import photo
 from openai import OpenAI
+from servers import running
 
 from zipvlm.runtime.answer import BundlePipeline, GenerationOptions
 from zipvlm.runtime.cli import main
@@ -30,12 +28,6 @@ def data_url(image: np.ndarray, ext: str = ".png") -> str:
     return "data:image/png;base64," + base64.b64encode(cv2.imencode(ext, image)[1].tobytes()).decode()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def pipeline(tiny_bundles):
     return BundlePipeline(tiny_bundles["clip-llama"])
@@ -43,17 +35,8 @@ def pipeline(tiny_bundles):
 
 @pytest.fixture(scope="module")
 def url(pipeline):
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(pipeline, "tiny", LIMITS), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running(create_app(pipeline, "tiny", LIMITS)) as base:
+        yield base
 
 
 def user_message(image: np.ndarray, question: str = QUESTION) -> list[dict]:

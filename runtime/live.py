@@ -1,0 +1,124 @@
+"""A source streamed through the bundle in the background, for the server's live page.
+
+A thread answers the current (editable) prompt about the newest frame, one answer
+at a time, sharing the model with the API's requests. The page gets a preview of
+the newest frame with the patches VisionZip kept for the last answered frame
+tinted, and every answer as it is complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+
+import cv2
+
+from zipvlm.runtime.answer import BundlePipeline, GenerationOptions, with_image_timings
+from zipvlm.runtime.errors import ArgumentError
+from zipvlm.runtime.grabber import FrameGrabber
+from zipvlm.runtime.overlay import PatchGrid, draw_kept, kept_boxes
+from zipvlm.runtime.stream import FrameWindow, StreamAnswer
+
+JPEG_QUALITY = 80
+
+
+class LiveFeed:
+    def __init__(self, pipeline: BundlePipeline, grabber: FrameGrabber, prompt: str,
+                 model_lock: threading.Lock, generation: GenerationOptions | None = None):
+        self.pipeline, self.grabber = pipeline, grabber
+        self.generation = generation or GenerationOptions(max_new_tokens=32)
+        self.grid = PatchGrid.from_manifest(pipeline.manifest["vision"])
+        self._model_lock = model_lock
+        self._prompt = self._checked(prompt)
+        self._keep = None  # kept token indices of the last answered frame
+        self.answers: deque[dict] = deque(maxlen=50)  # newest last
+        self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="zipvlm-live", daemon=True)
+
+    def start(self) -> LiveFeed:
+        self.grabber.start()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self.grabber.stop()
+
+    @property
+    def prompt(self) -> str:
+        return self._prompt
+
+    def set_prompt(self, prompt: str) -> None:
+        self._prompt = self._checked(prompt)
+
+    def _checked(self, prompt: str) -> str:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ArgumentError("the prompt is empty")
+        self.pipeline.prompts.chat_text(prompt)  # a prompt the template refuses fails here
+        return prompt.strip()
+
+    def frame_jpeg(self) -> bytes | None:
+        """The newest frame with the last kept patches tinted, as JPEG."""
+        frame = self.grabber.peek()
+        if frame is None:
+            return None
+        image = frame.image
+        if self._keep is not None:
+            image = draw_kept(image, kept_boxes(self._keep, self.grid, self.pipeline.preprocess_spec,
+                                                *image.shape[:2]))
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        return jpeg.tobytes() if ok else None
+
+    def subscribe(self) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue(maxsize=100)
+        with self._lock:
+            self._subscribers.add((asyncio.get_running_loop(), queue))
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        with self._lock:
+            self._subscribers = {(loop, q) for loop, q in self._subscribers if q is not queue}
+
+    def _publish(self, record: dict) -> None:
+        self.answers.append(record)
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for loop, queue in subscribers:
+            loop.call_soon_threadsafe(_offer, queue, json.dumps(record))
+
+    def _run(self) -> None:
+        window = FrameWindow(self.pipeline, size=1)
+        while not self._stop.is_set():
+            frame = self.grabber.take(timeout=0.5)
+            if frame is None:
+                if self.grabber.finished:
+                    break
+                continue
+            prompt, error = self._prompt, None
+            with self._model_lock:
+                try:
+                    seen = window.add(frame.image)
+                    self._keep = self.pipeline.vision.keep_indices[0]
+                    answer = window.ask(prompt, self.generation)
+                    text, timings = answer.text, with_image_timings(answer.timings_ms, seen)
+                except Exception as exc:  # noqa: BLE001 - one frame's failure must not stop the feed
+                    text, timings, error = "", {}, f"{type(exc).__name__}: {exc}"
+            result = StreamAnswer(text, frame.index, frame.capture_time, frame.age_ms(),
+                                  self.pipeline.num_image_tokens, timings, self.grabber.stats.dropped,
+                                  error)
+            summary = (f'"{prompt}" - frame {frame.index}, age {result.frame_age_ms:.0f} ms, first token '
+                       f'{timings.get("first_token", 0):.0f} ms, {result.dropped_frames} dropped')
+            self._publish({**result.to_json(), "prompt": prompt, "summary": summary,
+                           "answered_at": round(time.time(), 3)})
+
+
+def _offer(queue: asyncio.Queue, item: str) -> None:
+    """Put without blocking; a subscriber too slow to keep up misses answers, not the server."""
+    if not queue.full():
+        queue.put_nowait(item)
