@@ -21,10 +21,11 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-# Vision graph, then the language side (builds its real-size bundles on the first run).
+# Vision graph, the language side (builds its real-size bundles on the first run), then streaming.
 bench: install
 	$(PY) -m zipvlm.bench.vision
 	$(PY) -m zipvlm.bench.language
+	$(PY) -m zipvlm.bench.stream
 
 lint: install
 	$(VENV)/bin/ruff check .

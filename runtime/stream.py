@@ -117,10 +117,12 @@ def stream_answers(pipeline: BundlePipeline, grabber: FrameGrabber, options: Str
                 break
             continue
         next_question = time.monotonic() + options.every_s
+        waited_ms = frame.age_ms()  # captured -> taken
         try:
             seen = window.add(frame.image)
             answer = window.ask(options.prompt, options.generation)
             timings = with_image_timings(answer.timings_ms, seen)
+            timings["frame_to_first_token"] = round(waited_ms + timings["first_token"], 2)
             text, tokens, error = answer.text, answer.num_image_tokens, None
         except Exception as exc:  # noqa: BLE001 - one frame's failure must not end the stream
             text, tokens, timings = "", pipeline.num_image_tokens * len(window.frames), {}

@@ -13,6 +13,7 @@ from zipvlm.bench.report import (
     save_bar_chart,
     save_language_plot,
 )
+from zipvlm.bench.stream import STREAM_COLUMNS, Setting, run_setting, summarise
 from zipvlm.bench.vision import TowerShape, bench_tower
 from zipvlm.models.tiny import TinySpec
 from zipvlm.models.visionzip import VisionZipConfig
@@ -47,3 +48,13 @@ def test_language_bench_times_real_bundles_and_reports_every_column(tmp_path):
     written = manifest.stat().st_mtime_ns
     again = prepare("tiny", plan.models["tiny"], plan, tmp_path / "cache")  # cached: nothing rebuilt
     assert again.bundles["none"] / "manifest.json" == manifest and manifest.stat().st_mtime_ns == written
+
+
+def test_stream_bench_runs_zipvlm_stream_and_summarises_every_column(tiny_bundles):
+    setting = Setting("tiny K=64, --window 2", full=False, window=2)
+    answers = run_setting(tiny_bundles["clip-llama"], setting, answers=3, new_tokens=2)
+    assert [a["num_image_tokens"] for a in answers] == [128, 128, 128]  # the window is full
+    row = summarise(setting, answers)
+    assert row["image_tokens"] == 128 and row["answers"] == 3
+    assert all(row[key] > 0 for key, _, _ in STREAM_COLUMNS if key not in ("setting", "dropped_per_answer"))
+    assert row["frame_to_first_token_p95_ms"] >= row["frame_to_first_token_p50_ms"]

@@ -1,0 +1,119 @@
+"""Streaming benchmark: answers per minute and frame-to-first-token, all tokens vs VisionZip.
+
+CLIP ViT-L/14-336 + a Qwen2-0.5B-shaped decoder in int8 (export's default), from
+the language bench's cache, plus a `--no-zip` bundle of the same folder. Each
+setting runs `zipvlm stream --json` on the synthetic source at 30 fps in a fresh
+process; the first answers (one, or the window's length) warm up and fill the
+window and are not counted. Answers per minute come from the answers' completion
+times; frame-to-first-token is capture -> first token, as each answer reports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+
+from zipvlm.bench.language import MODELS, BenchPlan, prepare
+from zipvlm.bench.report import markdown_table
+
+MODEL = "Qwen2-0.5B"
+QUESTION = "What is in front of the robot, and is the path clear?"
+STREAM_COLUMNS = (
+    ("setting", "setting", "{}"),
+    ("image_tokens", "image tokens", "{}"),
+    ("answers_per_min", "answers/min", "{:.1f}"),
+    ("frame_to_first_token_p50_ms", "frame-to-first-token p50 ms", "{:.0f}"),
+    ("frame_to_first_token_p95_ms", "p95 ms", "{:.0f}"),
+    ("prefill_ms", "prefill ms", "{:.0f}"),
+    ("dropped_per_answer", "frames dropped per answer", "{:.0f}"),
+)
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    full: bool  # every token (the --no-zip bundle) or VisionZip's K = 64
+    window: int
+
+
+SETTINGS = (Setting("all tokens", True, 1), Setting("VisionZip K=64", False, 1),
+            Setting("VisionZip K=64, --window 8", False, 8), Setting("all tokens, --window 8", True, 8))
+
+
+def full_bundle(cache: Path) -> Path:
+    """The --no-zip int8 bundle of the language bench's 0.5B folder (built once)."""
+    from zipvlm.export.pipeline import ExportOptions, export_bundle
+    from zipvlm.runtime.bundle import is_bundle
+
+    out = cache / MODEL / "bundle-int8-full"
+    if not is_bundle(out):
+        print(f"[{MODEL}] zipvlm export --no-zip --quant int8", file=sys.stderr)
+        export_bundle(ExportOptions(cache / MODEL / "llava", out, None, quant="int8"))
+    return out
+
+
+def run_setting(bundle: Path, setting: Setting, answers: int, new_tokens: int) -> list[dict]:
+    command = [sys.executable, "-m", "zipvlm.runtime.cli", "stream", "--bundle", str(bundle),
+               "--source", "synthetic", "--fps", "30", "--prompt", QUESTION, "--json",
+               "--window", str(setting.window), "--max-new-tokens", str(new_tokens),
+               "--max-frames", str(answers + setting.window)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"zipvlm stream failed: {done.stderr.strip()[-2000:]}")
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    errors = [line["error"] for line in lines if "error" in line]
+    if errors:
+        raise RuntimeError(f"{setting.name}: {errors[0]}")
+    return lines[setting.window:]  # warm-up, and the window filling up
+
+
+def summarise(setting: Setting, answers: list[dict]) -> dict:
+    done_at = [a["frame_time"] + a["frame_age_ms"] / 1000 for a in answers]
+    first_token = sorted(a["timings_ms"]["frame_to_first_token"] for a in answers)
+    p95 = first_token[min(len(first_token) - 1, round(0.95 * (len(first_token) - 1)))]
+    drops = [b["dropped_frames"] - a["dropped_frames"] for a, b in pairwise(answers)]
+    return {"setting": setting.name, "image_tokens": answers[-1]["num_image_tokens"],
+            "answers_per_min": 60 * (len(answers) - 1) / (done_at[-1] - done_at[0]),
+            "frame_to_first_token_p50_ms": statistics.median(first_token),
+            "frame_to_first_token_p95_ms": p95,
+            "prefill_ms": statistics.median(a["timings_ms"]["prefill"] for a in answers),
+            "dropped_per_answer": statistics.mean(drops), "answers": len(answers)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zipvlm.bench.stream", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--answers", type=int, default=6, help="counted answers per setting")
+    parser.add_argument("--new-tokens", type=int, default=16, help="tokens per answer")
+    parser.add_argument("--cache", type=Path, default=Path("artifacts/bench/cache"))
+    parser.add_argument("--out", type=Path, default=Path("artifacts/bench"))
+    args = parser.parse_args(argv)
+    spec = MODELS[MODEL]
+    zipped = prepare(MODEL, spec, BenchPlan({MODEL: spec}, quants=("int8",)), args.cache).bundles["int8"]
+    full = full_bundle(args.cache)
+    context = spec.max_positions
+    rows, skipped = [], []
+    for setting in SETTINGS:
+        tokens = (576 if setting.full else 64) * setting.window
+        if tokens + args.new_tokens + 64 > context:
+            skipped.append(f"{setting.name}: {tokens} image tokens do not fit the {context}-token context")
+            continue
+        print(f"[stream] {setting.name}", file=sys.stderr)
+        answers = run_setting(full if setting.full else zipped, setting, args.answers, args.new_tokens)
+        rows.append(summarise(setting, answers))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "stream.json").write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=2))
+    print(markdown_table(rows, STREAM_COLUMNS))
+    for line in skipped:
+        print(f"skipped: {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
