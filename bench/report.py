@@ -38,6 +38,16 @@ LANGUAGE_COLUMNS = (
     ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
 )
 
+STREAM_COLUMNS = (
+    ("setting", "setting", "{}"),
+    ("image_tokens", "image tokens", "{}"),
+    ("answers_per_min", "answers/min", "{:.1f}"),
+    ("frame_to_first_token_p50_ms", "frame-to-first-token p50 ms", "{:.0f}"),
+    ("frame_to_first_token_p95_ms", "p95 ms", "{:.0f}"),
+    ("prefill_ms", "prefill ms", "{:.0f}"),
+    ("dropped_per_answer", "frames dropped per answer", "{:.0f}"),
+)
+
 
 def markdown_table(rows: list[dict[str, Any]], columns: tuple = VISION_COLUMNS) -> str:
     header = "| " + " | ".join(title for _, title, _ in columns) + " |"

@@ -20,19 +20,10 @@ from itertools import pairwise
 from pathlib import Path
 
 from zipvlm.bench.language import MODELS, BenchPlan, prepare
-from zipvlm.bench.report import markdown_table
+from zipvlm.bench.report import STREAM_COLUMNS, markdown_table
+from zipvlm.bench.runtime_timing import QUESTION
 
 MODEL = "Qwen2-0.5B"
-QUESTION = "What is in front of the robot, and is the path clear?"
-STREAM_COLUMNS = (
-    ("setting", "setting", "{}"),
-    ("image_tokens", "image tokens", "{}"),
-    ("answers_per_min", "answers/min", "{:.1f}"),
-    ("frame_to_first_token_p50_ms", "frame-to-first-token p50 ms", "{:.0f}"),
-    ("frame_to_first_token_p95_ms", "p95 ms", "{:.0f}"),
-    ("prefill_ms", "prefill ms", "{:.0f}"),
-    ("dropped_per_answer", "frames dropped per answer", "{:.0f}"),
-)
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,13 @@ from __future__ import annotations
 from zipvlm.bench.language import BenchPlan, prepare, run
 from zipvlm.bench.report import (
     LANGUAGE_COLUMNS,
+    STREAM_COLUMNS,
     VISION_COLUMNS,
     markdown_table,
     save_bar_chart,
     save_language_plot,
 )
-from zipvlm.bench.stream import STREAM_COLUMNS, Setting, run_setting, summarise
+from zipvlm.bench.stream import Setting, run_setting, summarise
 from zipvlm.bench.vision import TowerShape, bench_tower
 from zipvlm.models.tiny import TinySpec
 from zipvlm.models.visionzip import VisionZipConfig
