@@ -139,7 +139,7 @@ def build_parser() -> OneLineParser:
                         help="reopen a lost source up to N times in a row, waiting 0.5 s doubling "
                              "to 8 s (default 5), then give up")
     stream.add_argument("--json", action="store_true",
-                        help="one JSON line per answer: text, frame_time, frame_age_ms, "
+                        help="one JSON line per answer: text, frame_index, frame_time, frame_age_ms, "
                              "num_image_tokens, timings_ms, dropped_frames (and error, if any)")
     _add_provider(stream)
     stream.set_defaults(handler=_cmd_stream)
@@ -150,7 +150,8 @@ def build_parser() -> OneLineParser:
         description="Serve a bundle over HTTP: POST /v1/chat/completions (OpenAI-compatible; "
                     "images as data: URLs; stream: true as server-sent events), GET /v1/models, "
                     "GET /health, GET /metrics (Prometheus). One answer at a time; up to "
-                    "--max-waiting requests queue, more get 429.",
+                    "--max-waiting requests queue, more get 429. With --source, also a live "
+                    "page at /: the source's preview with the kept patches, the prompt, answers.",
     )
     serve.add_argument("--bundle", type=Path, required=True, help="bundle written by zipvlm export")
     serve.add_argument("--host", default="127.0.0.1",
