@@ -119,7 +119,7 @@ def build_parser() -> OneLineParser:
                     "answer is generated are dropped and counted. A lost source is reopened "
                     "with backoff. Ctrl-C stops cleanly.",
     )
-    stream.add_argument("--bundle", type=Path, required=True, help="bundle written by zipvlm export")
+    _add_bundle(stream)
     stream.add_argument("--source", required=True, metavar="SRC",
                         help="camera index (0), video file, image folder, rtsp:// or http:// URL, "
                              "GStreamer pipeline (with '!'), or 'synthetic'")
@@ -132,12 +132,7 @@ def build_parser() -> OneLineParser:
                              "image tokens; each frame runs through the vision graph once)")
     stream.add_argument("--max-new-tokens", type=int, default=64, metavar="N",
                         help="stop each answer after N tokens (default 64)")
-    stream.add_argument("--loop", action="store_true", help="play a video file or folder in a loop")
-    stream.add_argument("--fps", type=float, default=30.0,
-                        help="pace of an image folder or 'synthetic' (default 30; files use their own)")
-    stream.add_argument("--retries", type=int, default=5, metavar="N",
-                        help="reopen a lost source up to N times in a row, waiting 0.5 s doubling "
-                             "to 8 s (default 5), then give up")
+    _add_source_options(stream)
     stream.add_argument("--json", action="store_true",
                         help="one JSON line per answer: text, frame_index, frame_time, frame_age_ms, "
                              "num_image_tokens, timings_ms, dropped_frames (and error, if any)")
@@ -153,7 +148,7 @@ def build_parser() -> OneLineParser:
                     "--max-waiting requests queue, more get 429. With --source, also a live "
                     "page at /: the source's preview with the kept patches, the prompt, answers.",
     )
-    serve.add_argument("--bundle", type=Path, required=True, help="bundle written by zipvlm export")
+    _add_bundle(serve)
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
@@ -172,7 +167,7 @@ def build_parser() -> OneLineParser:
                        help="also stream SRC (as zipvlm stream takes it) and serve the live page at /")
     serve.add_argument("--prompt", default="What is in front of the camera?",
                        help="the live page's first question (editable on the page)")
-    serve.add_argument("--loop", action="store_true", help="play a video file or folder source in a loop")
+    _add_source_options(serve)
     _add_provider(serve)
     serve.set_defaults(handler=_cmd_serve)
 
@@ -191,8 +186,32 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-def _add_bundle_and_image(parser: argparse.ArgumentParser) -> None:
+def _add_bundle(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", type=Path, required=True, help="bundle written by zipvlm export")
+
+
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--loop", action="store_true", help="play a video file or folder in a loop")
+    parser.add_argument("--fps", type=float, default=30.0,
+                        help="pace of an image folder or 'synthetic' (default 30; files use their own)")
+    parser.add_argument("--retries", type=int, default=5, metavar="N",
+                        help="reopen a lost source up to N times in a row, waiting 0.5 s doubling "
+                             "to 8 s (default 5), then give up")
+
+
+def _grabber(args: argparse.Namespace):
+    """The capture thread for --source with --loop, --fps and --retries."""
+    from zipvlm.runtime.grabber import FrameGrabber, RetryPolicy
+    from zipvlm.runtime.sources import open_reader, parse_source
+
+    if args.retries < 0:
+        raise ArgumentError(f"--retries must not be negative, got {args.retries}")
+    spec = parse_source(args.source, args.loop, args.fps)
+    return FrameGrabber(open_reader(spec), RetryPolicy(max_attempts=args.retries))
+
+
+def _add_bundle_and_image(parser: argparse.ArgumentParser) -> None:
+    _add_bundle(parser)
     parser.add_argument("--image", type=Path, required=True, help="image file (JPEG, PNG, ...)")
     _add_provider(parser)
 
@@ -269,19 +288,15 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
 def _cmd_stream(args: argparse.Namespace) -> int:
     from zipvlm.runtime.answer import BundlePipeline, GenerationOptions
-    from zipvlm.runtime.grabber import FrameGrabber, RetryPolicy
-    from zipvlm.runtime.sources import open_reader, parse_source
     from zipvlm.runtime.stream import StreamOptions, stream_answers
 
-    if args.retries < 0:
-        raise ArgumentError(f"--retries must not be negative, got {args.retries}")
     options = StreamOptions(args.prompt, args.every, args.max_frames,
                             GenerationOptions(args.max_new_tokens), args.window)
     options.validate()
-    spec = parse_source(args.source, args.loop, args.fps)
+    grabber = _grabber(args)  # a bad source fails here, before the bundle loads
     pipeline = BundlePipeline(args.bundle, provider=args.provider)
     stop = stop_on_signals()
-    with FrameGrabber(open_reader(spec), RetryPolicy(max_attempts=args.retries)) as grabber:
+    with grabber:
         for answer in stream_answers(pipeline, grabber, options, stop):
             if args.json:
                 print(json.dumps(answer.to_json()), flush=True)
@@ -321,12 +336,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     pipeline = BundlePipeline(args.bundle, provider=args.provider)
     model_lock, live = threading.Lock(), None
     if args.source is not None:
-        from zipvlm.runtime.grabber import FrameGrabber
         from zipvlm.runtime.live import LiveFeed
-        from zipvlm.runtime.sources import open_reader, parse_source
 
-        reader = open_reader(parse_source(args.source, args.loop))
-        live = LiveFeed(pipeline, FrameGrabber(reader), args.prompt, model_lock)
+        live = LiveFeed(pipeline, _grabber(args), args.prompt, model_lock)
     app = create_app(pipeline, name, limits, model_lock, live)
     page = f"; live page at http://{args.host}:{args.port}/" if live else ""
     print(f"serving {name} on http://{args.host}:{args.port} (OpenAI API at /v1/chat/completions, "

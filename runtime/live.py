@@ -16,11 +16,11 @@ from collections import deque
 
 import cv2
 
-from zipvlm.runtime.answer import BundlePipeline, GenerationOptions, with_image_timings
+from zipvlm.runtime.answer import BundlePipeline, GenerationOptions
 from zipvlm.runtime.errors import ArgumentError
 from zipvlm.runtime.grabber import FrameGrabber
 from zipvlm.runtime.overlay import PatchGrid, draw_kept, kept_boxes
-from zipvlm.runtime.stream import FrameWindow, StreamAnswer
+from zipvlm.runtime.stream import FrameWindow
 
 JPEG_QUALITY = 80
 
@@ -100,20 +100,13 @@ class LiveFeed:
                 if self.grabber.finished:
                     break
                 continue
-            prompt, error = self._prompt, None
+            prompt = self._prompt
             with self._model_lock:
-                try:
-                    seen = window.add(frame.image)
+                result = window.answer(frame, prompt, self.generation, self.grabber)
+                if result.error is None:
                     self._keep = self.pipeline.vision.keep_indices[0]
-                    answer = window.ask(prompt, self.generation)
-                    text, timings = answer.text, with_image_timings(answer.timings_ms, seen)
-                except Exception as exc:  # noqa: BLE001 - one frame's failure must not stop the feed
-                    text, timings, error = "", {}, f"{type(exc).__name__}: {exc}"
-            result = StreamAnswer(text, frame.index, frame.capture_time, frame.age_ms(),
-                                  self.pipeline.num_image_tokens, timings, self.grabber.stats.dropped,
-                                  error)
             summary = (f'"{prompt}" - frame {frame.index}, age {result.frame_age_ms:.0f} ms, first token '
-                       f'{timings.get("first_token", 0):.0f} ms, {result.dropped_frames} dropped')
+                       f'{result.timings_ms.get("first_token", 0):.0f} ms, {result.dropped_frames} dropped')
             self._publish({**result.to_json(), "prompt": prompt, "summary": summary,
                            "answered_at": round(time.time(), 3)})
 

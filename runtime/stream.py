@@ -22,7 +22,7 @@ import numpy as np
 
 from zipvlm.runtime.answer import Answer, BundlePipeline, GenerationOptions, Session, with_image_timings
 from zipvlm.runtime.errors import ArgumentError
-from zipvlm.runtime.grabber import FrameGrabber
+from zipvlm.runtime.grabber import Frame, FrameGrabber
 
 FRAME_WAIT_S = 0.5  # how often a waiting loop checks for a stop request
 
@@ -67,6 +67,22 @@ class FrameWindow:
         session = Session(self.pipeline, None, options, context=len(ids) + options.max_new_tokens,
                           image_embeds=np.concatenate(self.frames))
         return session.ask_ids(ids)
+
+    def answer(self, frame: Frame, question: str, options: GenerationOptions,
+               grabber: FrameGrabber) -> StreamAnswer:
+        """Add a frame and ask about the window; a failure becomes that answer's error."""
+        waited_ms = frame.age_ms()  # captured -> taken
+        try:
+            seen = self.add(frame.image)
+            answer = self.ask(question, options)
+            timings = with_image_timings(answer.timings_ms, seen)
+            timings["frame_to_first_token"] = round(waited_ms + timings["first_token"], 2)
+            text, tokens, error = answer.text, answer.num_image_tokens, None
+        except Exception as exc:  # noqa: BLE001 - one frame's failure must not end the stream
+            text, tokens, timings = "", self.pipeline.num_image_tokens * len(self.frames), {}
+            error = f"{type(exc).__name__}: {exc}"
+        return StreamAnswer(text, frame.index, frame.capture_time, frame.age_ms(), tokens, timings,
+                            grabber.stats.dropped, error)
 
 
 @dataclass
@@ -117,16 +133,5 @@ def stream_answers(pipeline: BundlePipeline, grabber: FrameGrabber, options: Str
                 break
             continue
         next_question = time.monotonic() + options.every_s
-        waited_ms = frame.age_ms()  # captured -> taken
-        try:
-            seen = window.add(frame.image)
-            answer = window.ask(options.prompt, options.generation)
-            timings = with_image_timings(answer.timings_ms, seen)
-            timings["frame_to_first_token"] = round(waited_ms + timings["first_token"], 2)
-            text, tokens, error = answer.text, answer.num_image_tokens, None
-        except Exception as exc:  # noqa: BLE001 - one frame's failure must not end the stream
-            text, tokens, timings = "", pipeline.num_image_tokens * len(window.frames), {}
-            error = f"{type(exc).__name__}: {exc}"
         answered += 1
-        yield StreamAnswer(text, frame.index, frame.capture_time, frame.age_ms(), tokens, timings,
-                           grabber.stats.dropped, error)
+        yield window.answer(frame, options.prompt, options.generation, grabber)
