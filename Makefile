@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean engine
 
 install: $(STAMP)
 
@@ -26,6 +26,16 @@ bench: install
 	$(PY) -m zipvlm.bench.vision
 	$(PY) -m zipvlm.bench.language
 	$(PY) -m zipvlm.bench.stream
+	$(PY) -m zipvlm.bench.int8
+
+# The TensorRT plan, built on the device that runs it: make engine TARGET=jetson BUNDLE=... [INT8=1 CALIB=frames].
+# No `install` prerequisite: that is the x86 dev setup (CPU torch). On the Jetson, TensorRT comes
+# with JetPack's system python, so: python3 -m venv --system-site-packages .venv &&
+# .venv/bin/pip install -e '.[engine]' (runtime + polygraphy + cuda-python, no torch).
+TARGET ?= jetson
+engine:
+	@test -n "$(BUNDLE)" || { echo "make engine: set BUNDLE=path/to/bundle (and TARGET=jetson|orin-nano|thor|x86, default jetson)"; exit 2; }
+	$(VENV)/bin/zipvlm engine --bundle $(BUNDLE) --target $(TARGET) $(if $(INT8),--int8) $(if $(CALIB),--calib $(CALIB))
 
 lint: install
 	$(VENV)/bin/ruff check .

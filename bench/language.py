@@ -31,7 +31,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from zipvlm.bench.report import LANGUAGE_COLUMNS, markdown_table, save_language_plot
+from zipvlm.bench.report import LANGUAGE_COLUMNS, machine, machine_line, markdown_table, save_language_plot
 from zipvlm.models.tiny import TinySpec, build_tiny_llava
 from zipvlm.models.visionzip import VisionZipConfig
 
@@ -215,10 +215,12 @@ def main(argv: list[str] | None = None) -> int:
                      args.threads)
     rows = run(plan, args.cache)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"repeats": plan.repeats, "new_tokens": plan.new_tokens, "threads": plan.threads,
-            "frame": "640x480", "models": {m: asdict(s) for m, s in plan.models.items()}}
+    meta = {"machine": machine(), "repeats": plan.repeats, "new_tokens": plan.new_tokens,
+            "threads": plan.threads, "frame": "640x480",
+            "models": {m: asdict(s) for m, s in plan.models.items()}}
     (args.out / "language.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     save_language_plot(rows, args.out / "language.png")
+    print(machine_line())
     print(markdown_table(rows, LANGUAGE_COLUMNS))
     return 0
 

@@ -2,8 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
+
+# CPU features that change which kernels onnxruntime picks (int8 above all).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def machine() -> dict[str, Any]:
+    """The CPU a bench ran on: int8 timings differ several-fold with and without VNNI/AMX."""
+    model, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "isa": [f for f in ISA_FLAGS if f in flags]}
+
+
+def machine_line() -> str:
+    facts = machine()
+    return f"machine: {facts['cpu']}, {facts['cores']} cores, {' '.join(facts['isa']) or 'no AVX2'}"
 
 # (row key, column title, format)
 VISION_COLUMNS = (
@@ -46,6 +71,15 @@ STREAM_COLUMNS = (
     ("frame_to_first_token_p95_ms", "p95 ms", "{:.0f}"),
     ("prefill_ms", "prefill ms", "{:.0f}"),
     ("dropped_per_answer", "frames dropped per answer", "{:.0f}"),
+)
+PREFIX_COLUMNS = (
+    ("image_tokens", "image tokens", "{}"),
+    ("prompt_tokens", "prompt tokens", "{}"),
+    ("prefix_tokens", "cached prefix tokens", "{}"),
+    ("prefill_whole_ms", "prefill, whole prompt ms", "{:.0f}"),
+    ("prefill_cached_ms", "prefill after the cached prefix ms", "{:.0f}"),
+    ("saved_ms", "saved per frame ms", "{:.0f}"),
+    ("saved_pct", "saved %", "{:.1f}"),
 )
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from zipvlm.bench.profile import time_by_group
-from zipvlm.bench.report import markdown_table, save_bar_chart
+from zipvlm.bench.report import machine, machine_line, markdown_table, save_bar_chart
 from zipvlm.export.vision import OPSET, export_vision_graph, quiet_exporter
 from zipvlm.models.encoders import EncoderTrunk, TowerSpec, tower_spec
 from zipvlm.models.llava import VisionGraph
@@ -211,10 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = [result.row() for result in results]
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"threads": args.threads, "repeats": args.repeats, "batch": 1,
-            "onnxruntime": ort.__version__, "torch": torch.__version__}
+            "onnxruntime": ort.__version__, "torch": torch.__version__, "machine": machine()}
     (args.out / "vision.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     save_bar_chart(rows, args.out / "vision.png")
-    print(json.dumps(rows, indent=2) if args.json else markdown_table(rows))
+    print(json.dumps(rows, indent=2) if args.json else f"{machine_line()}\n\n{markdown_table(rows)}")
     return 0
 
 

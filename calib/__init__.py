@@ -1,1 +1,4 @@
-"""Calibration frame sets and INT8 quantization of the vision graph (not yet built)."""
+"""Calibration frame sets (collect.py, frames.py) and the INT8 Q/DQ vision graph (quantize.py).
+
+No PyTorch: OpenCV, numpy, onnx and onnxruntime only.
+"""

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from zipvlm.export.checks import check_vision_graph
 from zipvlm.export.decoder import export_language
 from zipvlm.export.fp16 import FP16_TOLERANCE, convert_to_fp16, verify_fp16
 from zipvlm.export.manifest import build_manifest, copy_model_files, eos_token_ids
@@ -26,6 +25,7 @@ from zipvlm.models.llava import load_vision_graph, open_llava_folder, token_coun
 from zipvlm.models.visionzip import VisionZipConfig
 from zipvlm.runtime.bundle import is_bundle, write_manifest
 from zipvlm.runtime.errors import ArgumentError
+from zipvlm.runtime.graph_checks import check_vision_graph
 
 log = logging.getLogger("zipvlm.export")
 

@@ -26,10 +26,11 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 LLAVA_TEMPLATE = (
-    "{% for message in messages %}{% if message['role'] == 'user' %}USER: {% else %}ASSISTANT: "
-    "{% endif %}{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n"
+    "{% for message in messages %}{% if message['role'] == 'user' %}USER: {% elif message['role'] "
+    "== 'assistant' %}ASSISTANT: {% endif %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<image>\n"
     "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
-    "{% if message['role'] == 'user' %} {% else %}{{ eos_token }}{% endif %}{% endfor %}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% else %} {% endif %}{% endfor %}"
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
 QWEN_TEMPLATE = (

@@ -11,16 +11,19 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from zipvlm.runtime.backends import open_vision_runner
 from zipvlm.runtime.bundle import load_manifest
 from zipvlm.runtime.errors import ArgumentError, ZipvlmError
+from zipvlm.runtime.prefix_cache import DirectDecoder, PrefixCachedGenerator
 from zipvlm.runtime.preprocess import PreprocessSpec, preprocess
 from zipvlm.runtime.prompt import PromptBuilder, PromptSpec
-from zipvlm.runtime.providers import VisionRunner, check_provider, genai_model
+from zipvlm.runtime.providers import check_provider, genai_model
 
 MAX_SESSION_CONTEXT = 4096  # default KV-cache size of a conversation, in tokens
 
@@ -46,6 +49,7 @@ class Answer:
     num_image_tokens: int
     timings_ms: dict[str, float] = field(default_factory=dict)
     prefill_tokens: int = 0  # tokens this answer's prefill ran (a follow-up: only its own)
+    cached_tokens: int = 0  # prompt tokens whose KV cache was reused instead of prefilled
 
 
 def with_image_timings(answer_ms: dict[str, float], image_ms: dict[str, float]) -> dict[str, float]:
@@ -72,7 +76,8 @@ def read_image(path: Path) -> np.ndarray:
 class BundlePipeline:
     """A loaded bundle: sessions are created once and reused for every question."""
 
-    def __init__(self, bundle: Path, threads: int = 2, provider: str = "cpu"):
+    def __init__(self, bundle: Path, threads: int = 2, provider: str = "cpu", backend: str = "ort",
+                 target: str | None = None):
         try:
             import onnxruntime_genai as og
         except ImportError:
@@ -88,10 +93,22 @@ class BundlePipeline:
         self.prompts = PromptBuilder(bundle, PromptSpec(
             manifest["image_token_id"], self.num_image_tokens, manifest["chat_template"]))
         self.eos_ids = set(manifest["eos_token_ids"])
-        self.vision = VisionRunner.open(Path(bundle) / "vision.onnx", provider, threads)
-        self.model = genai_model(og, Path(bundle), provider)
+        self.vision = open_vision_runner(Path(bundle), backend, provider, threads, target)
+        self.bundle, self.provider, self.threads = Path(bundle), provider, threads
         genai_config = json.loads((Path(bundle) / "genai_config.json").read_text())
         self.context_length = int(genai_config["model"]["context_length"])
+
+    @cached_property
+    def model(self):
+        """genai's decoder pipeline, loaded at the first question that needs it (the stream
+        does not: it runs the decoder itself, from a reused prompt prefix)."""
+        return genai_model(self._og, self.bundle, self.provider)
+
+    @cached_property
+    def prefix_generator(self) -> PrefixCachedGenerator:
+        """The decoder run by onnxruntime itself, reusing the KV cache of the prompt's prefix."""
+        return PrefixCachedGenerator(DirectDecoder(self.bundle, self.provider, self.threads),
+                                     self.prompts.spec.image_token_id, self.eos_ids)
 
     def prompt_ids(self, prompt: str | None, raw_prompt: str | None) -> list[int]:
         text = self.prompts.chat_text(prompt) if raw_prompt is None else raw_prompt

@@ -15,6 +15,9 @@ from zipvlm.runtime.errors import BundleError
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+# TensorRT plans are built on the target after export and bound to its GPU: they carry their
+# own fingerprint (engines/vision.<target>.json) and are no part of the exported bundle's hashes.
+ENGINES_DIR = "engines"
 _HASH_CHUNK = 1 << 20
 
 
@@ -41,14 +44,15 @@ def is_bundle(directory: Path) -> bool:
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Write `manifest.json`, adding the format version and the sha256 of every file.
 
-    Every regular file under `directory` except the manifest itself is hashed, so a
-    file that appears later or changes afterwards is detected by `load_manifest`.
+    Every regular file under `directory` except the manifest itself and `engines/` is
+    hashed, so `load_manifest` detects an exported file that changes afterwards.
     """
     directory = Path(directory)
     files = {
         str(path.relative_to(directory)): sha256_file(path)
         for path in sorted(directory.rglob("*"))
         if path.is_file() and path.name != MANIFEST_NAME
+        and path.relative_to(directory).parts[0] != ENGINES_DIR
     }
     full = {"format_version": FORMAT_VERSION, **manifest, "files": files}
     (directory / MANIFEST_NAME).write_text(json.dumps(full, indent=2) + "\n")

@@ -18,11 +18,15 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from zipvlm.calib.cli import add_calib_command
+from zipvlm.runtime.backends import BACKENDS
+from zipvlm.runtime.backends.cli import add_engine_command
 from zipvlm.runtime.errors import ArgumentError, ZipvlmError
 from zipvlm.runtime.providers import PROVIDERS
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+LIVE_MAX_NEW_TOKENS = 32  # the live page's answers under `serve --source`: short, so they keep up
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -124,6 +128,10 @@ def build_parser() -> OneLineParser:
                         help="camera index (0), video file, image folder, rtsp:// or http:// URL, "
                              "GStreamer pipeline (with '!'), or 'synthetic'")
     stream.add_argument("--prompt", required=True, help="the question asked about every frame")
+    stream.add_argument("--system", metavar="TEXT",
+                        help="a system prompt (instructions, the robot's role); with the prompt's "
+                             "other text before the first image, its KV cache is computed once and "
+                             "reused for every frame")
     stream.add_argument("--every", type=float, default=0.0, metavar="SECONDS",
                         help="at most one question per SECONDS (default 0: back to back)")
     stream.add_argument("--max-frames", type=int, metavar="N", help="stop after N answers")
@@ -133,6 +141,9 @@ def build_parser() -> OneLineParser:
     stream.add_argument("--max-new-tokens", type=int, default=64, metavar="N",
                         help="stop each answer after N tokens (default 64)")
     _add_source_options(stream)
+    stream.add_argument("--serve", metavar="HOST:PORT",
+                        help="also serve the live page (preview with the kept patches, the prompt, "
+                             "answers) and the OpenAI API on HOST:PORT, e.g. 127.0.0.1:8080")
     stream.add_argument("--json", action="store_true",
                         help="one JSON line per answer: text, frame_index, frame_time, frame_age_ms, "
                              "num_image_tokens, timings_ms, dropped_frames (and error, if any)")
@@ -170,6 +181,9 @@ def build_parser() -> OneLineParser:
     _add_source_options(serve)
     _add_provider(serve)
     serve.set_defaults(handler=_cmd_serve)
+
+    add_engine_command(commands)
+    add_calib_command(commands)
 
     demo = commands.add_parser(
         "demo",
@@ -221,6 +235,11 @@ def _add_provider(parser: argparse.ArgumentParser) -> None:
                         help="where to run: cpu; cuda (vision on onnxruntime CUDA, decoder on genai "
                              "CUDA); tensorrt (vision on onnxruntime's TensorRT provider, decoder on "
                              "genai CUDA). Default cpu")
+    parser.add_argument("--backend", choices=BACKENDS, default="ort",
+                        help="the vision graph on onnxruntime (ort, default; on --provider) or on the "
+                             "TensorRT plan built on this device by zipvlm engine (trt)")
+    parser.add_argument("--target", help="with --backend trt: whose plan, engines/vision.TARGET.plan "
+                                         "(default: the only plan there)")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -245,7 +264,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     options = GenerationOptions(args.max_new_tokens, args.temperature, args.top_p, args.seed)
     options.validate()
     image = read_image(args.image)
-    pipeline = BundlePipeline(args.bundle, provider=args.provider)
+    pipeline = BundlePipeline(args.bundle, provider=args.provider, backend=args.backend,
+                              target=args.target)
     ids = pipeline.prompt_ids(args.prompt, args.raw_prompt)
     if args.json:
         answer = pipeline.ask(image, ids, options)
@@ -268,8 +288,8 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
     options = GenerationOptions(args.max_new_tokens)
     options.validate()
-    session = Session(BundlePipeline(args.bundle, provider=args.provider), read_image(args.image),
-                      options)
+    session = Session(BundlePipeline(args.bundle, provider=args.provider, backend=args.backend,
+                                     target=args.target), read_image(args.image), options)
     interactive = sys.stdin.isatty()
     while True:
         if interactive:
@@ -291,17 +311,23 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     from zipvlm.runtime.stream import StreamOptions, stream_answers
 
     options = StreamOptions(args.prompt, args.every, args.max_frames,
-                            GenerationOptions(args.max_new_tokens), args.window)
+                            GenerationOptions(args.max_new_tokens), args.window, args.system)
     options.validate()
+    address = _listen_address(args.serve) if args.serve else None
     grabber = _grabber(args)  # a bad source fails here, before the bundle loads
-    pipeline = BundlePipeline(args.bundle, provider=args.provider)
+    pipeline = BundlePipeline(args.bundle, provider=args.provider, backend=args.backend,
+                              target=args.target)
     stop = stop_on_signals()
-    with grabber:
-        for answer in stream_answers(pipeline, grabber, options, stop):
-            if args.json:
-                print(json.dumps(answer.to_json()), flush=True)
-            else:
-                print(answer.line(), flush=True)
+
+    def show(answer) -> None:
+        print(json.dumps(answer.to_json()) if args.json else answer.line(), flush=True)
+
+    if address is None:
+        with grabber:
+            for answer in stream_answers(pipeline, grabber, options, stop):
+                show(answer)
+    else:
+        _stream_and_serve(pipeline, grabber, options, address, stop, show)
     if grabber.error:
         raise ZipvlmError(grabber.error)
     stats = grabber.stats
@@ -310,14 +336,53 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def _stream_and_serve(pipeline, grabber, options, address: tuple[str, int], stop: threading.Event,
+                      show: Callable) -> None:
+    """`stream --serve`: the stream runs as the live page's feed, the server in a thread."""
+    from zipvlm.runtime.live import LiveFeed
+    from zipvlm.runtime.server import create_app, serving_in_background
+
+    model_lock = threading.Lock()
+    live = LiveFeed(pipeline, grabber, options, model_lock, on_answer=show)
+    name = Path(pipeline.bundle).resolve().name
+    app = create_app(pipeline, name, model_lock=model_lock, live=live)
+    host, port = address
+    with serving_in_background(app, host, port):
+        print(f"live page at http://{host}:{port}/ (OpenAI API at /v1/chat/completions); "
+              "Ctrl-C stops", file=sys.stderr)
+        live.start()
+        try:
+            live.wait(stop)
+        finally:
+            live.stop()
+
+
+def _listen_address(value: str) -> tuple[str, int]:
+    """HOST:PORT for --serve, checked free before anything loads."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ArgumentError(f"--serve takes HOST:PORT, e.g. 127.0.0.1:8080; got {value!r}")
+    _check_listen(host, int(port))
+    return host, int(port)
+
+
+def _check_listen(host: str, port: int) -> None:
     import socket
 
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise ArgumentError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from zipvlm.runtime.answer import BundlePipeline
+    from zipvlm.runtime.answer import BundlePipeline, GenerationOptions
     from zipvlm.runtime.openai_api import ServerLimits
     from zipvlm.runtime.server import create_app
+    from zipvlm.runtime.stream import StreamOptions
 
     limits = ServerLimits(max_body_bytes=int(args.max_body_mb * 1024**2),
                           max_image_pixels=args.max_image_pixels, max_new_tokens=args.max_tokens,
@@ -327,18 +392,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             limits.request_timeout_s <= 0 or limits.max_waiting < 0:
         raise ArgumentError("--max-body-mb, --max-image-pixels, --max-tokens and --timeout must be "
                             "positive, --max-waiting not negative")
-    try:
-        with socket.create_server((args.host, args.port)):
-            pass
-    except OSError as exc:
-        raise ArgumentError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    _check_listen(args.host, args.port)
     name = args.model_name or Path(args.bundle).resolve().name
-    pipeline = BundlePipeline(args.bundle, provider=args.provider)
+    pipeline = BundlePipeline(args.bundle, provider=args.provider, backend=args.backend,
+                              target=args.target)
     model_lock, live = threading.Lock(), None
     if args.source is not None:
         from zipvlm.runtime.live import LiveFeed
 
-        live = LiveFeed(pipeline, _grabber(args), args.prompt, model_lock)
+        live = LiveFeed(pipeline, _grabber(args),
+                        StreamOptions(args.prompt, generation=GenerationOptions(LIVE_MAX_NEW_TOKENS)),
+                        model_lock)
     app = create_app(pipeline, name, limits, model_lock, live)
     page = f"; live page at http://{args.host}:{args.port}/" if live else ""
     print(f"serving {name} on http://{args.host}:{args.port} (OpenAI API at /v1/chat/completions, "

@@ -32,6 +32,11 @@ ALLOWED_OPS = frozenset({
     "Expand", "Tile", "Shape", "Size", "Range", "ConstantOfShape", "Constant", "Identity", "Cast",
     "CastLike",
 })
+# An INT8 graph (zipvlm calib quantize) adds explicit quantization.
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+# Q/DQ next to these would quantize VisionZip's choice of tokens or the attention probabilities.
+FLOAT_ONLY_OPS = frozenset({"TopK", "Gather", "GatherElements", "GatherND", "ScatterElements",
+                            "ScatterND", "CumSum", "ArgMax", "OneHot", "Softmax"})
 
 
 @dataclass(frozen=True)
@@ -48,8 +53,12 @@ def _shape(value_info: onnx.ValueInfoProto) -> list:
     return [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in dims]
 
 
-def check_vision_graph(path: Path, expected: dict[str, list]) -> GraphReport:
-    """Run onnx.checker and the op-set, TopK and static-shape checks; raise ExportError."""
+def check_vision_graph(path: Path, expected: dict[str, list],
+                       extra_ops: frozenset[str] = frozenset()) -> GraphReport:
+    """Run onnx.checker and the op-set, TopK and static-shape checks; raise ExportError.
+
+    `extra_ops` widens the allowed set (QDQ_OPS for an INT8 graph).
+    """
     model = onnx.load(str(path), load_external_data=False)
     try:
         onnx.checker.check_model(str(path), full_check=True)
@@ -62,7 +71,7 @@ def check_vision_graph(path: Path, expected: dict[str, list]) -> GraphReport:
             raise ExportError(f"{path.name} uses custom op {node.domain}::{node.op_type}")
         op_counts[node.op_type] = op_counts.get(node.op_type, 0) + 1
     bad = sorted(set(op_counts) & FORBIDDEN_OPS)
-    unknown = sorted(set(op_counts) - ALLOWED_OPS - FORBIDDEN_OPS)
+    unknown = sorted(set(op_counts) - ALLOWED_OPS - extra_ops - FORBIDDEN_OPS)
     if bad or unknown:
         raise ExportError(
             f"{path.name} uses ops outside the TensorRT-safe set: {', '.join(bad + unknown)}"
@@ -105,3 +114,40 @@ def _check_topk_constant(model: onnx.ModelProto) -> None:
         if node.op_type == "TopK" and node.input[1] not in constants:
             raise ExportError(f"TopK node '{node.name}' has a data-dependent K ({node.input[1]})")
 
+
+def check_qdq_placement(model: onnx.ModelProto) -> int:
+    """Q/DQ where TensorRT and VisionZip need them; raise ExportError, else return the weight count.
+
+    - every weight (a DequantizeLinear of an initializer) is quantized per channel:
+      a 1-D scale and an `axis`;
+    - no QuantizeLinear/DequantizeLinear feeds or is fed by a selection op or Softmax
+      (FLOAT_ONLY_OPS): the choice of tokens and the attention probabilities stay float;
+    - TopK's K is still a constant.
+    """
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    weights = 0
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in initializers:
+            scale = initializers.get(node.input[1])
+            has_axis = any(attr.name == "axis" for attr in node.attribute)
+            if scale is None or len(scale.dims) != 1 or not has_axis:
+                raise ExportError(f"weight {node.input[0]} is not quantized per channel "
+                                  f"(DequantizeLinear '{node.name}' needs a 1-D scale and an axis)")
+            weights += 1
+    if not weights:
+        raise ExportError("the graph has no quantized weights (no DequantizeLinear of an initializer)")
+    for node in graph.node:
+        for name in node.input:
+            before = producer.get(name)
+            if before is None:
+                continue
+            pair = {before.op_type, node.op_type}
+            if pair & QDQ_OPS and pair & FLOAT_ONLY_OPS:
+                touched = (pair & FLOAT_ONLY_OPS).pop()
+                raise ExportError(f"{before.op_type} '{before.name}' feeds {node.op_type} "
+                                  f"'{node.name}': no Q/DQ may touch {touched} (the token "
+                                  "selection and attention probabilities stay float)")
+    _check_topk_constant(model)
+    return weights

@@ -13,26 +13,34 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import cv2
 
-from zipvlm.runtime.answer import BundlePipeline, GenerationOptions
+from zipvlm.runtime.answer import BundlePipeline
 from zipvlm.runtime.errors import ArgumentError
 from zipvlm.runtime.grabber import FrameGrabber
 from zipvlm.runtime.overlay import PatchGrid, draw_kept, kept_boxes
-from zipvlm.runtime.stream import FrameWindow
+from zipvlm.runtime.stream import StreamAnswer, StreamOptions, stream_answers
 
 JPEG_QUALITY = 80
 
 
 class LiveFeed:
-    def __init__(self, pipeline: BundlePipeline, grabber: FrameGrabber, prompt: str,
-                 model_lock: threading.Lock, generation: GenerationOptions | None = None):
-        self.pipeline, self.grabber = pipeline, grabber
-        self.generation = generation or GenerationOptions(max_new_tokens=32)
+    """The stream loop in a thread, its prompt editable, its answers published to the page.
+
+    `on_answer` (called in the feed's thread) lets `zipvlm stream --serve` print each
+    answer as it is published.
+    """
+
+    def __init__(self, pipeline: BundlePipeline, grabber: FrameGrabber, options: StreamOptions,
+                 model_lock: threading.Lock, on_answer: Callable[[StreamAnswer], None] | None = None):
+        options.validate()
+        self.pipeline, self.grabber, self.options = pipeline, grabber, options
         self.grid = PatchGrid.from_manifest(pipeline.manifest["vision"])
         self._model_lock = model_lock
-        self._prompt = self._checked(prompt)
+        self._on_answer = on_answer
+        self._prompt = self._checked(options.prompt)
         self._keep = None  # kept token indices of the last answered frame
         self.answers: deque[dict] = deque(maxlen=50)  # newest last
         self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = set()
@@ -60,7 +68,7 @@ class LiveFeed:
     def _checked(self, prompt: str) -> str:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ArgumentError("the prompt is empty")
-        self.pipeline.prompts.chat_text(prompt)  # a prompt the template refuses fails here
+        self.pipeline.prompts.chat_text(prompt, system=self.options.system)  # the template may refuse it
         return prompt.strip()
 
     def frame_jpeg(self) -> bytes | None:
@@ -92,23 +100,23 @@ class LiveFeed:
         for loop, queue in subscribers:
             loop.call_soon_threadsafe(_offer, queue, json.dumps(record))
 
+    def wait(self, stop: threading.Event) -> None:
+        """Until the feed ends (the source ended, --max-frames answers) or `stop` is set."""
+        while self._thread.is_alive() and not stop.wait(0.2):
+            pass
+
     def _run(self) -> None:
-        window = FrameWindow(self.pipeline, size=1)
-        while not self._stop.is_set():
-            frame = self.grabber.take(timeout=0.5)
-            if frame is None:
-                if self.grabber.finished:
-                    break
-                continue
-            prompt = self._prompt
-            with self._model_lock:
-                result = window.answer(frame, prompt, self.generation, self.grabber)
-                if result.error is None:
-                    self._keep = self.pipeline.vision.keep_indices[0]
-            summary = (f'"{prompt}" - frame {frame.index}, age {result.frame_age_ms:.0f} ms, first token '
-                       f'{result.timings_ms.get("first_token", 0):.0f} ms, {result.dropped_frames} dropped')
-            self._publish({**result.to_json(), "prompt": prompt, "summary": summary,
+        for result in stream_answers(self.pipeline, self.grabber, self.options, self._stop,
+                                     question=lambda: self._prompt, model_lock=self._model_lock):
+            if result.keep_indices is not None:
+                self._keep = result.keep_indices
+            summary = (f'"{result.prompt}" - frame {result.frame_index}, age {result.frame_age_ms:.0f} '
+                       f'ms, first token {result.timings_ms.get("first_token", 0):.0f} ms, '
+                       f'{result.dropped_frames} dropped')
+            self._publish({**result.to_json(), "prompt": result.prompt, "summary": summary,
                            "answered_at": round(time.time(), 3)})
+            if self._on_answer is not None:
+                self._on_answer(result)
 
 
 def _offer(queue: asyncio.Queue, item: str) -> None:

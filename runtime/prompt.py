@@ -67,12 +67,16 @@ class PromptBuilder:
         self._template = (_render_environment().from_string(spec.chat_template)
                           if spec.chat_template else None)
 
-    def chat_text(self, question: str, images: int = 1) -> str:
-        """One user turn holding the image(s) and the question, ready for the assistant's answer."""
+    def chat_text(self, question: str, images: int = 1, system: str | None = None) -> str:
+        """One user turn holding the image(s) and the question, after an optional system
+        message, ready for the assistant's answer."""
         if not question.strip():
             raise PromptError("the prompt is empty")
+        if system is not None and not system.strip():
+            raise PromptError("the system prompt is empty")
         content = [{"type": "image"}] * images + [{"type": "text", "text": question}]
-        return self.conversation_text([{"role": "user", "content": content}])
+        system_turn = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+        return self.conversation_text([*system_turn, {"role": "user", "content": content}])
 
     def conversation_text(self, messages: list[dict]) -> str:
         """Messages in the template's form (content: image/text parts), ready for the answer."""

@@ -17,7 +17,8 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,3 +298,25 @@ async def _events(worker: ModelWorker, chat: ChatRequest, model: str, request_id
     else:
         yield chunk({}, completion.finish_reason, completion.usage())
     yield "data: [DONE]\n\n"
+
+
+@contextmanager
+def serving_in_background(app: Starlette, host: str, port: int) -> Iterator[None]:
+    """Serve `app` from a thread while the block runs (`zipvlm stream --serve`): the caller's
+    thread keeps the stream loop and the signal handlers."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="zipvlm-http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        server.should_exit = True
+        raise ZipvlmError(f"the HTTP server did not start on {host}:{port}")
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -15,12 +15,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from zipvlm.runtime.answer import Answer, BundlePipeline, GenerationOptions, Session, with_image_timings
+from zipvlm.runtime.answer import Answer, BundlePipeline, GenerationOptions, with_image_timings
 from zipvlm.runtime.errors import ArgumentError
 from zipvlm.runtime.grabber import Frame, FrameGrabber
 
@@ -34,6 +35,7 @@ class StreamOptions:
     max_frames: int | None = None  # stop after this many answers
     generation: GenerationOptions = field(default_factory=GenerationOptions)
     window: int = 1  # frames asked about together (video mode)
+    system: str | None = None  # system prompt: its KV cache is computed once for every frame
 
     def validate(self) -> None:
         self.generation.validate()
@@ -48,8 +50,8 @@ class StreamOptions:
 class FrameWindow:
     """The image embeddings of the last `size` sampled frames, and questions about them."""
 
-    def __init__(self, pipeline: BundlePipeline, size: int):
-        self.pipeline = pipeline
+    def __init__(self, pipeline: BundlePipeline, size: int, system: str | None = None):
+        self.pipeline, self.system = pipeline, system
         self.frames: deque[np.ndarray] = deque(maxlen=size)  # (1, K, hidden) each, oldest first
 
     def add(self, image: np.ndarray) -> dict[str, float]:
@@ -60,13 +62,18 @@ class FrameWindow:
 
     def prompt_ids(self, question: str) -> list[int]:
         prompts, images = self.pipeline.prompts, len(self.frames)
-        return prompts.encode(prompts.chat_text(question, images), images)
+        return prompts.encode(prompts.chat_text(question, images, self.system), images)
 
     def ask(self, question: str, options: GenerationOptions) -> Answer:
+        """The question about the window's frames; the prompt's text before the first image
+        comes from the KV cache every frame shares, so only the rest is prefilled."""
         ids = self.prompt_ids(question)
-        session = Session(self.pipeline, None, options, context=len(ids) + options.max_new_tokens,
-                          image_embeds=np.concatenate(self.frames))
-        return session.ask_ids(ids)
+        done = self.pipeline.prefix_generator.generate(
+            ids, np.concatenate(self.frames), options.max_new_tokens, options.temperature,
+            options.top_p, options.seed)
+        text = self.pipeline.prompts.tokenizer.decode(done.token_ids, skip_special_tokens=True)
+        return Answer(text, done.token_ids, len(self.frames) * self.pipeline.num_image_tokens,
+                      done.timings_ms, done.prefill_tokens, done.cached_tokens)
 
     def answer(self, frame: Frame, question: str, options: GenerationOptions,
                grabber: FrameGrabber) -> StreamAnswer:
@@ -77,12 +84,13 @@ class FrameWindow:
             answer = self.ask(question, options)
             timings = with_image_timings(answer.timings_ms, seen)
             timings["frame_to_first_token"] = round(waited_ms + timings["first_token"], 2)
-            text, tokens, error = answer.text, answer.num_image_tokens, None
+            text, tokens, cached, error = answer.text, answer.num_image_tokens, answer.cached_tokens, None
+            keep = self.pipeline.vision.keep_indices[0]
         except Exception as exc:  # noqa: BLE001 - one frame's failure must not end the stream
-            text, tokens, timings = "", self.pipeline.num_image_tokens * len(self.frames), {}
-            error = f"{type(exc).__name__}: {exc}"
+            text, tokens, cached, timings = "", self.pipeline.num_image_tokens * len(self.frames), 0, {}
+            error, keep = f"{type(exc).__name__}: {exc}", None
         return StreamAnswer(text, frame.index, frame.capture_time, frame.age_ms(), tokens, timings,
-                            grabber.stats.dropped, error)
+                            grabber.stats.dropped, cached, error, question, keep)
 
 
 @dataclass
@@ -94,13 +102,17 @@ class StreamAnswer:
     num_image_tokens: int
     timings_ms: dict[str, float]
     dropped_frames: int  # dropped by the grabber so far
+    cached_prompt_tokens: int = 0  # prompt tokens taken from the shared prefix's KV cache
     error: str | None = None
+    prompt: str = ""  # the question asked (the live page's prompt can change between frames)
+    keep_indices: np.ndarray | None = None  # (D,) tokens the vision graph kept of this frame
 
     def to_json(self) -> dict:
         record = {"text": self.text, "frame_index": self.frame_index,
                   "frame_time": round(self.frame_time, 3),
                   "frame_age_ms": round(self.frame_age_ms, 1), "num_image_tokens": self.num_image_tokens,
-                  "timings_ms": self.timings_ms, "dropped_frames": self.dropped_frames}
+                  "timings_ms": self.timings_ms, "dropped_frames": self.dropped_frames,
+                  "cached_prompt_tokens": self.cached_prompt_tokens}
         if self.error is not None:
             record["error"] = self.error
         return record
@@ -118,11 +130,19 @@ class StreamAnswer:
 
 
 def stream_answers(pipeline: BundlePipeline, grabber: FrameGrabber, options: StreamOptions,
-                   stop: threading.Event) -> Iterator[StreamAnswer]:
-    """Answers until the source ends, `max_frames` answers were given, or `stop` is set."""
+                   stop: threading.Event, question: Callable[[], str] | None = None,
+                   model_lock: AbstractContextManager | None = None) -> Iterator[StreamAnswer]:
+    """Answers until the source ends, `max_frames` answers were given, or `stop` is set.
+
+    `question` gives each frame's prompt when it can change (the live page; default:
+    the options' prompt); `model_lock` is held while a frame is answered when the
+    pipeline is shared (the server's API requests).
+    """
     options.validate()
-    pipeline.prompts.chat_text(options.prompt)  # an empty prompt fails here, before any frame
-    window = FrameWindow(pipeline, options.window)
+    pipeline.prompts.chat_text(options.prompt, system=options.system)  # an empty prompt fails here
+    question = question or (lambda: options.prompt)
+    model_lock = model_lock or nullcontext()
+    window = FrameWindow(pipeline, options.window, options.system)
     answered, next_question = 0, time.monotonic()
     while not stop.is_set() and (options.max_frames is None or answered < options.max_frames):
         if stop.wait(max(0.0, next_question - time.monotonic())):
@@ -134,4 +154,6 @@ def stream_answers(pipeline: BundlePipeline, grabber: FrameGrabber, options: Str
             continue
         next_question = time.monotonic() + options.every_s
         answered += 1
-        yield window.answer(frame, options.prompt, options.generation, grabber)
+        with model_lock:
+            answer = window.answer(frame, question(), options.generation, grabber)
+        yield answer

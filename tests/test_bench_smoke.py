@@ -8,13 +8,14 @@ from __future__ import annotations
 from zipvlm.bench.language import BenchPlan, prepare, run
 from zipvlm.bench.report import (
     LANGUAGE_COLUMNS,
+    PREFIX_COLUMNS,
     STREAM_COLUMNS,
     VISION_COLUMNS,
     markdown_table,
     save_bar_chart,
     save_language_plot,
 )
-from zipvlm.bench.stream import Setting, run_setting, summarise
+from zipvlm.bench.stream import ROBOT_SYSTEM, Setting, prefix_saving, run_setting, summarise
 from zipvlm.bench.vision import TowerShape, bench_tower
 from zipvlm.models.tiny import TinySpec
 from zipvlm.models.visionzip import VisionZipConfig
@@ -59,3 +60,12 @@ def test_stream_bench_runs_zipvlm_stream_and_summarises_every_column(tiny_bundle
     assert row["image_tokens"] == 128 and row["answers"] == 3
     assert all(row[key] > 0 for key, _, _ in STREAM_COLUMNS if key not in ("setting", "dropped_per_answer"))
     assert row["frame_to_first_token_p95_ms"] >= row["frame_to_first_token_p50_ms"]
+
+
+def test_prefix_bench_times_whole_and_cached_prefills(tiny_bundles):
+    row = prefix_saving(tiny_bundles["siglip-qwen2"], ROBOT_SYSTEM, repeats=2)
+    assert row["image_tokens"] == 64 and row["prefix_tokens"] > 40  # the system prompt is in it
+    assert row["prompt_tokens"] > row["prefix_tokens"] + 64  # the image, then the question
+    assert row["prefill_whole_ms"] > 0 and row["prefill_cached_ms"] > 0
+    assert row["saved_ms"] == row["prefill_whole_ms"] - row["prefill_cached_ms"]
+    assert markdown_table([row], PREFIX_COLUMNS).count("\n") == 2

@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 from servers import running
 
-from zipvlm.runtime.answer import BundlePipeline
+from zipvlm.runtime.answer import BundlePipeline, GenerationOptions
 from zipvlm.runtime.grabber import FrameGrabber
 from zipvlm.runtime.live import LiveFeed
 from zipvlm.runtime.overlay import PatchGrid, draw_kept, kept_boxes, model_to_frame
 from zipvlm.runtime.preprocess import PreprocessSpec
 from zipvlm.runtime.server import create_app
 from zipvlm.runtime.sources import open_reader, parse_source
+from zipvlm.runtime.stream import StreamOptions
 
 CLIP = PreprocessSpec(336, True, False, {"shortest_edge": 336}, "bicubic",
                       {"height": 336, "width": 336}, 1 / 255, (0.5,) * 3, (0.5,) * 3)
@@ -56,7 +57,7 @@ def live_url(tiny_bundles):
     pipeline = BundlePipeline(tiny_bundles["clip-llama"])
     lock = threading.Lock()
     live = LiveFeed(pipeline, FrameGrabber(open_reader(parse_source("synthetic", fps=15))),
-                    "What moves?", lock)
+                    StreamOptions("What moves?", generation=GenerationOptions(max_new_tokens=32)), lock)
     live.start()
     with running(create_app(pipeline, "tiny", model_lock=lock, live=live)) as base:
         yield base

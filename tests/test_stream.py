@@ -9,6 +9,7 @@ import threading
 import time
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 from images import photo
@@ -52,10 +53,13 @@ def test_a_video_file_streams_to_its_end_with_consistent_ages_and_drops(bundle, 
     answers, err = stream_json(capsys, "--bundle", str(bundle), "--source", str(video),
                                "--prompt", "What is ahead?", "--max-new-tokens", "4")
     assert answers and set(answers[0]) == {"text", "frame_index", "frame_time", "frame_age_ms",
-                                           "num_image_tokens", "timings_ms", "dropped_frames"}
+                                           "num_image_tokens", "timings_ms", "dropped_frames",
+                                           "cached_prompt_tokens"}
     for answer in answers:
         assert answer["num_image_tokens"] == 64
         assert answer["frame_age_ms"] >= answer["timings_ms"]["first_token"]  # answered after capture
+    # "USER: " before the image is prefilled with the first frame, then taken from its cache
+    assert [a["cached_prompt_tokens"] > 0 for a in answers[:2]] == [False, True]
     first, last = answers[0], answers[-1]
     assert last["frame_index"] > first["frame_index"]
     played = last["frame_time"] - first["frame_time"]
@@ -191,3 +195,41 @@ def test_an_image_folder_streams_and_counts_unreadable_files(bundle, tmp_path, c
                                "--prompt", "Hi?", "--max-new-tokens", "2", "--fps", "5")
     assert 1 <= len(answers) <= 4
     assert "4 frames captured" in err and "1 bad" in err
+
+
+def test_stream_serve_prints_answers_and_serves_the_live_page(bundle, video, capsys):
+    from servers import free_port
+
+    port = free_port()
+    seen: list[dict] = []
+
+    def watch() -> None:  # polls the page's state while the stream runs in this process
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not seen:
+            try:
+                state = httpx.get(f"http://127.0.0.1:{port}/live/state", timeout=2).json()
+            except httpx.HTTPError:
+                time.sleep(0.05)
+                continue
+            seen.extend(state["answers"])
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    answers, err = stream_json(capsys, "--bundle", str(bundle), "--source", str(video), "--prompt",
+                               "What is ahead?", "--max-new-tokens", "2", "--every", "0.4",
+                               "--max-frames", "4", "--serve", f"127.0.0.1:{port}")
+    watcher.join()
+    assert len(answers) == 4 and f"live page at http://127.0.0.1:{port}/" in err
+    assert seen and seen[0]["prompt"] == "What is ahead?"
+    assert seen[0]["frame_index"] in [a["frame_index"] for a in answers]  # the page shows these answers
+    with pytest.raises(httpx.ConnectError):  # and the server is gone when the stream ends
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+@pytest.mark.parametrize("value", ["8080", "127.0.0.1:", "127.0.0.1:99999", ":80x"])
+def test_a_bad_serve_address_is_one_line(bundle, capsys, value):
+    code = main(["stream", "--bundle", str(bundle), "--source", "synthetic", "--prompt", "Hi?",
+                 "--serve", value])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"zipvlm stream: error: --serve takes HOST:PORT, e.g. 127.0.0.1:8080; got {value!r}")
