@@ -124,7 +124,8 @@ class StreamAnswer:
         if self.error:
             return f"{head} error: {self.error}"
         t = self.timings_ms
-        return (f"{head} {self.text!r}  ({self.num_image_tokens} image tokens, first token "
+        cached = f", {self.cached_prompt_tokens} prompt tokens cached" if self.cached_prompt_tokens else ""
+        return (f"{head} {self.text!r}  ({self.num_image_tokens} image tokens{cached}, first token "
                 f"{t['first_token']:.0f} ms, {t['decode_tokens_per_s']:.1f} tok/s, "
                 f"{self.dropped_frames} dropped)")
 
