@@ -23,8 +23,8 @@ from zipvlm.bench.report import machine, machine_line, markdown_table
 from zipvlm.bench.vision import interleaved_medians, ort_timer
 from zipvlm.calib.collect import CollectOptions, collect
 from zipvlm.calib.frames import load_frame_set
-from zipvlm.calib.quantize import FLOAT_GRAPH, INT8_GRAPH, QuantizeOptions, quantize_bundle
-from zipvlm.runtime.bundle import MANIFEST_NAME, is_bundle, load_manifest
+from zipvlm.calib.quantize import QuantizeOptions, quantize_bundle
+from zipvlm.runtime.bundle import FLOAT_GRAPH, INT8_GRAPH, MANIFEST_NAME, is_bundle, load_manifest
 from zipvlm.runtime.preprocess import PreprocessSpec
 
 SOURCE_BUNDLE = Path("artifacts/bench/cache/Qwen2-0.5B/bundle-int8")  # K = 64 vision.onnx

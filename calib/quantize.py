@@ -34,14 +34,12 @@ from tqdm import tqdm
 
 from zipvlm.calib.frames import Frame, FrameSet, load_frame_set
 from zipvlm.calib.selection import QUANTIZED_OPS, float_nodes
-from zipvlm.runtime.bundle import load_manifest, write_manifest
+from zipvlm.runtime.bundle import FLOAT_GRAPH, INT8_GRAPH, load_manifest, write_manifest
 from zipvlm.runtime.graph_checks import QDQ_OPS, check_qdq_placement, check_vision_graph
 from zipvlm.runtime.preprocess import PreprocessSpec
 
 log = logging.getLogger("zipvlm.calib")
 
-FLOAT_GRAPH = "vision.onnx"
-INT8_GRAPH = "vision.int8.onnx"
 REPORT = Path("reports") / "int8.json"
 EXTERNAL_DATA_OVER = int(1.8 * 1024**3)  # protobuf's 2 GB limit, with room to spare
 

@@ -16,9 +16,9 @@ from images import photo
 
 from zipvlm.calib.collect import CollectOptions, collect, even_indices
 from zipvlm.calib.frames import FrameSetError, load_frame_set
-from zipvlm.calib.quantize import INT8_GRAPH, REPORT, quantize_bundle
+from zipvlm.calib.quantize import REPORT, quantize_bundle
 from zipvlm.calib.selection import float_nodes
-from zipvlm.runtime.bundle import load_manifest
+from zipvlm.runtime.bundle import INT8_GRAPH, load_manifest
 from zipvlm.runtime.cli import main
 from zipvlm.runtime.errors import ExportError
 from zipvlm.runtime.graph_checks import QDQ_OPS, check_qdq_placement, check_vision_graph

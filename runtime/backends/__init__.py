@@ -22,11 +22,12 @@ class BackendError(ZipvlmError):
 def open_vision_runner(bundle: Path, backend: str, provider: str, threads: int, target: str | None):
     """The bundle's vision graph on `backend`; `target` picks the plan for `trt`."""
     if backend == "ort":
+        from zipvlm.runtime.bundle import FLOAT_GRAPH
         from zipvlm.runtime.providers import VisionRunner
 
         if target is not None:
             raise ArgumentError("--target picks a TensorRT plan: use it with --backend trt")
-        return VisionRunner.open(Path(bundle) / "vision.onnx", provider, threads)
+        return VisionRunner.open(Path(bundle) / FLOAT_GRAPH, provider, threads)
     if backend == "trt":
         from zipvlm.runtime.backends.tensorrt_runner import open_tensorrt_runner
 

@@ -11,8 +11,8 @@ import argparse
 from importlib import metadata
 from pathlib import Path
 
-from zipvlm.runtime.backends.targets import INT8_GRAPH, TARGETS, build_plan, check_flags
-from zipvlm.runtime.bundle import load_manifest
+from zipvlm.runtime.backends.targets import TARGETS, build_plan, check_flags
+from zipvlm.runtime.bundle import INT8_GRAPH, load_manifest
 from zipvlm.runtime.errors import ArgumentError, ZipvlmError
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from zipvlm.runtime.backends import BackendError
-from zipvlm.runtime.backends.targets import INT8_GRAPH, BuildConfig
-from zipvlm.runtime.bundle import sha256_file
+from zipvlm.runtime.backends.targets import BuildConfig
+from zipvlm.runtime.bundle import INT8_GRAPH, sha256_file
 
 log = logging.getLogger(__name__)
 

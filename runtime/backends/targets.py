@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zipvlm.runtime.backends import BackendError
-from zipvlm.runtime.bundle import ENGINES_DIR
+from zipvlm.runtime.bundle import ENGINES_DIR, FLOAT_GRAPH, FP8_GRAPH, INT8_GRAPH
 from zipvlm.runtime.errors import ArgumentError, BundleError
 
 GiB = 1 << 30
-FLOAT_GRAPH, INT8_GRAPH, FP8_GRAPH = "vision.onnx", "vision.int8.onnx", "vision.fp8.onnx"
 
 
 @dataclass(frozen=True)
