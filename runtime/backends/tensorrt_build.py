@@ -80,7 +80,7 @@ def _parse(trt, network, logger, onnx_path: Path) -> None:
                            f"first: {first}); the build report lists the graph's ops")
 
 
-def _builder_config(trt, builder, config: BuildConfig):
+def builder_config(trt, builder, config: BuildConfig):
     """Precision flags, workspace, the batch profile, DLA and the timing cache."""
     built = builder.create_builder_config()
     built.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.target.workspace_bytes)
@@ -120,7 +120,7 @@ def build_engine(trt, config: BuildConfig, device: DeviceFacts, jetson: dict[str
     if names != [config.input_name]:
         raise BackendError(f"TensorRT sees inputs {names} in {config.onnx_path.name}, expected "
                            f"[{config.input_name}]")
-    built = _builder_config(trt, builder, config)
+    built = builder_config(trt, builder, config)
     log.info("building the %s engine on %s (%s, batch 1..%d): several minutes on a Jetson",
              config.target.name, device.name, config.precision, config.max_batch)
     start = time.perf_counter()
