@@ -23,6 +23,12 @@ FLOAT_GRAPH, INT8_GRAPH, FP8_GRAPH = "vision.onnx", "vision.int8.onnx", "vision.
 _HASH_CHUNK = 1 << 20
 
 
+def listed_sha256(directory: Path, manifest: dict[str, Any], name: str) -> str:
+    """The sha256 the manifest lists for `name` (checked when it was loaded), else the file's:
+    a multi-GB graph is hashed once, not again by every step that records its hash."""
+    return manifest.get("files", {}).get(name) or sha256_file(Path(directory) / name)
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in chunks so multi-GB graphs do not fill memory."""
     digest = hashlib.sha256()

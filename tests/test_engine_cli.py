@@ -14,7 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from zipvlm.runtime.bundle import load_manifest, write_manifest
+from zipvlm.runtime.bundle import load_manifest, sha256_file, write_manifest
 from zipvlm.runtime.cli import main
 
 
@@ -48,6 +48,7 @@ def test_without_tensorrt_the_checks_and_report_run_then_one_line(bundle, no_ten
     assert out.startswith("static checks passed: vision.onnx, ") and str(report) in out
     text = report.read_text()
     assert "static shapes but batch: passed" in text
+    assert f"sha256 {sha256_file(bundle / 'vision.onnx')}" in text  # the manifest's, equal to the file's
     assert "inputs:  pixel_values ['batch', 3, 336, 336]" in text
     assert "outputs: image_embeds ['batch', 64, 64], keep_indices ['batch', 54]" in text
     assert re.search(r"op counts \(\d+ types\): .*MatMul \d+, .*TopK 2", text)

@@ -102,7 +102,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
                                  f"BUNDLE={bundle}); {where}")
     from zipvlm.runtime.backends.tensorrt_build import build_engine
 
-    result = build_engine(trt, config, device, jetson_release(), version)
+    result = build_engine(trt, config, device, jetson_release(), report.onnx_sha256, version)
     print(f"engine built, {result.seconds:.1f} s, {result.plan} ({result.plan_bytes / 1e6:.1f} MB); "
           f"fingerprint in {result.meta}")
     return 0

@@ -20,7 +20,7 @@ from typing import Any
 
 from zipvlm.runtime.backends import BackendError
 from zipvlm.runtime.backends.targets import BuildConfig
-from zipvlm.runtime.bundle import INT8_GRAPH, sha256_file
+from zipvlm.runtime.bundle import INT8_GRAPH, listed_sha256
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class StaticReport:
     path: Path  # the report file written
     op_types: int
     qdq: str  # what the Q/DQ placement check said, or why it did not run
+    onnx_sha256: str  # of the graph checked, which the plan is built from
 
 
 def expected_shapes(manifest: dict[str, Any]) -> dict[str, list]:
@@ -79,6 +80,7 @@ def run_static_checks(config: BuildConfig, manifest: dict[str, Any], zipvlm_vers
     """Check the graph `config` builds from, write the report, and return where it went."""
     onnx_path = config.onnx_path
     graph, qdq = _graph_checks(onnx_path, manifest)
+    onnx_sha256 = listed_sha256(config.bundle, manifest, onnx_path.name)
     inspect = polygraphy_inspect(onnx_path)
     lo, opt, hi = config.profile
     dla = f"core {config.dla_core} with GPU fallback" if config.dla_core is not None else "no"
@@ -86,7 +88,7 @@ def run_static_checks(config: BuildConfig, manifest: dict[str, Any], zipvlm_vers
         f"zipvlm {zipvlm_version} engine build report: {onnx_path.name} for --target {config.target.name} "
         f"({config.target.devices})",
         f"written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
-        f"onnx: {onnx_path.name}, opset {config.opset}, sha256 {sha256_file(onnx_path)}",
+        f"onnx: {onnx_path.name}, opset {config.opset}, sha256 {onnx_sha256}",
         "checks: onnx.checker, TensorRT-safe op set (no NonZero/Loop/If/Compress/Unique), TopK with "
         "constant K, static shapes but batch: passed",
         f"Q/DQ placement: {qdq}",
@@ -104,4 +106,4 @@ def run_static_checks(config: BuildConfig, manifest: dict[str, Any], zipvlm_vers
     report = config.paths.report
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(lines))
-    return StaticReport(report, len(graph.op_counts), qdq)
+    return StaticReport(report, len(graph.op_counts), qdq, onnx_sha256)

@@ -23,7 +23,6 @@ from zipvlm.runtime.backends.targets import (
     check_device,
     check_tensorrt_version,
 )
-from zipvlm.runtime.bundle import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +107,7 @@ def builder_config(trt, builder, config: BuildConfig):
 
 
 def build_engine(trt, config: BuildConfig, device: DeviceFacts, jetson: dict[str, str | None] | None,
-                 zipvlm_version: str) -> BuildResult:
+                 onnx_sha256: str, zipvlm_version: str) -> BuildResult:
     """Parse, configure, build and save the plan, its timing cache and its sidecar JSON."""
     check_tensorrt_version(trt.__version__, config.opset)
     logger = trt.Logger(trt.Logger.WARNING)
@@ -134,7 +133,7 @@ def build_engine(trt, config: BuildConfig, device: DeviceFacts, jetson: dict[str
     _write_atomic(paths.plan, serialized)
     _write_atomic(paths.timing_cache, built.get_timing_cache().serialize())
     plan_bytes = paths.plan.stat().st_size
-    record = engine_record(config, trt.__version__, device, jetson, sha256_file(config.onnx_path),
+    record = engine_record(config, trt.__version__, device, jetson, onnx_sha256,
                            seconds, plan_bytes, zipvlm_version)
     _write_atomic(paths.meta, (json.dumps(record, indent=2) + "\n").encode())
     return BuildResult(paths.plan, paths.meta, seconds, plan_bytes)

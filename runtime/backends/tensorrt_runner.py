@@ -20,7 +20,7 @@ from zipvlm.runtime.backends import BackendError
 from zipvlm.runtime.backends.device import Cuda, import_tensorrt
 from zipvlm.runtime.backends.fingerprint import Fingerprint, check_fingerprint
 from zipvlm.runtime.backends.targets import ENGINES_DIR, EnginePaths
-from zipvlm.runtime.bundle import load_manifest, sha256_file
+from zipvlm.runtime.bundle import listed_sha256, load_manifest
 from zipvlm.runtime.errors import ArgumentError
 
 log = logging.getLogger(__name__)
@@ -45,13 +45,11 @@ def choose_target(bundle: Path, target: str | None) -> str:
 
 def bundle_graph_sha256(bundle: Path, name: str) -> str:
     """The sha256 of the bundle's graph `name`: the manifest's (checked at load) or the file's."""
-    listed = load_manifest(bundle, verify_hashes=False).get("files", {}).get(name)
-    if listed:
-        return listed
-    if not (Path(bundle) / name).is_file():
+    manifest = load_manifest(bundle, verify_hashes=False)
+    if name not in manifest.get("files", {}) and not (Path(bundle) / name).is_file():
         raise BackendError(f"{bundle} has no {name}, which its TensorRT plan was built from: rebuild "
                            "the engine")
-    return sha256_file(Path(bundle) / name)
+    return listed_sha256(bundle, manifest, name)
 
 
 def open_tensorrt_runner(bundle: Path, target: str | None) -> TensorRTRunner:
