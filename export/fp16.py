@@ -3,7 +3,11 @@
 The encoder layers before L, the embeddings and the projector run in float16;
 layer L (which produces the attention scores and keys) and VisionZip stay in
 float32, because float16 scores tie and reorder far more often. Inputs and
-outputs stay float32, so the runtime feeds both graphs the same way.
+outputs stay float32, so the runtime feeds both graphs the same way. The
+converter appends its input casts after their readers and leaves the old
+float32 types of converted tensors in value_info: the nodes are sorted again
+and value_info dropped, since onnx.checker and TensorRT's parser need
+topological order and consistent types.
 """
 
 from __future__ import annotations
@@ -47,6 +51,26 @@ def _runs_in_half(node: onnx.NodeProto) -> bool:
     return False
 
 
+def sort_topologically(graph: onnx.GraphProto) -> None:
+    """Reorder `graph.node` so every node follows the producers of its inputs (stable otherwise)."""
+    ready = {value.name for value in graph.input} | {init.name for init in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        waiting = []
+        for node in pending:
+            if all(name in ready for name in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                waiting.append(node)
+        if len(waiting) == len(pending):
+            missing = sorted({n for node in waiting for n in node.input if n not in ready})[:3]
+            raise VerificationError(f"the graph has a cycle or undefined inputs: {', '.join(missing)}")
+        pending = waiting
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
 def convert_to_fp16(source: Path, target: Path) -> Path:
     """Write `target`: `source` with the HALF_SCOPES nodes converted to float16."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -54,6 +78,8 @@ def convert_to_fp16(source: Path, target: Path) -> Path:
     model = onnx.load(str(source))
     keep_float = [node.name for node in model.graph.node if not _runs_in_half(node)]
     half = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep_float)
+    sort_topologically(half.graph)
+    del half.graph.value_info[:]  # stale float32 types of converted tensors; shape inference redoes them
     return save_model(half, target)
 
 

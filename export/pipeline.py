@@ -23,7 +23,7 @@ from zipvlm.export.verify import sample_pixels, verify_against_torch
 from zipvlm.export.vision import export_vision_graph
 from zipvlm.models.llava import load_vision_graph, open_llava_folder, token_counts
 from zipvlm.models.visionzip import VisionZipConfig
-from zipvlm.runtime.bundle import is_bundle, write_manifest
+from zipvlm.runtime.bundle import FP16_GRAPH, is_bundle, write_manifest
 from zipvlm.runtime.errors import ArgumentError
 from zipvlm.runtime.graph_checks import check_vision_graph
 
@@ -114,15 +114,15 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
         graphs = {"vision.onnx": {"dtype": "float32", "quantization": "none"}}
         if options.fp16:
             with stage("fp16") as note:
-                half = convert_to_fp16(vision, work / "vision.fp16.onnx")
+                half = convert_to_fp16(vision, work / FP16_GRAPH)
+                check_vision_graph(half, expected)  # what TensorRT 11 builds FP16 plans from
                 fp16 = verify_fp16(vision, half, pixels.numpy())
                 note.append(
-                    f"saved {half.name} ({human_size(half)}); vs float32: kept-index IoU "
+                    f"saved {half.name} ({human_size(half)}, checks passed); vs float32: kept-index IoU "
                     f"{fp16.keep_iou:.3f}, cosine on shared kept tokens {fp16.cosine:.5f} "
                     f"(tolerance IoU >= {FP16_TOLERANCE.keep_iou}, cosine >= {FP16_TOLERANCE.cosine})"
                 )
-            graphs["vision.fp16.onnx"] = {"dtype": "float16", "quantization": "none",
-                                          "io_dtype": "float32"}
+            graphs[FP16_GRAPH] = {"dtype": "float16", "quantization": "none", "io_dtype": "float32"}
         eos = eos_token_ids(folder.path, folder.config.text_config)
         with stage("decoder") as note:
             export_language(folder, work, options.quant, eos)

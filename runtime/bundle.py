@@ -18,8 +18,10 @@ MANIFEST_NAME = "manifest.json"
 # TensorRT plans are built on the target after export and bound to its GPU: they carry their
 # own fingerprint (engines/vision.<target>.json) and are no part of the exported bundle's hashes.
 ENGINES_DIR = "engines"
-# The vision graph as exported, and the Q/DQ graphs TensorRT builds --int8 / --fp8 plans from.
-FLOAT_GRAPH, INT8_GRAPH, FP8_GRAPH = "vision.onnx", "vision.int8.onnx", "vision.fp8.onnx"
+# The vision graph as exported, its float16 variant (export --fp16), and the Q/DQ graphs
+# TensorRT builds --int8 / --fp8 plans from.
+FLOAT_GRAPH, FP16_GRAPH = "vision.onnx", "vision.fp16.onnx"
+INT8_GRAPH, FP8_GRAPH = "vision.int8.onnx", "vision.fp8.onnx"
 _HASH_CHUNK = 1 << 20
 
 

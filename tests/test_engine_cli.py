@@ -133,19 +133,49 @@ def test_int8_with_calib_quantizes_first_then_checks_qdq_placement(bundle, no_te
     assert "quantizing" not in out and "static checks passed: vision.int8.onnx" in out
 
 
-def test_with_tensorrt_but_no_gpu_the_build_stops_with_one_line(bundle, monkeypatch, capsys):
-    """Real cuda-python with no driver or GPU behind it; `tensorrt` is a bare stand-in module
-    (it cannot be installed here), only so the import succeeds."""
+@pytest.fixture
+def tensorrt_stand_in(monkeypatch):
+    """Real cuda-python with no driver or GPU behind it, and a bare `tensorrt` stand-in module that
+    gives only its version (TensorRT cannot be installed here), so the import succeeds."""
     import types
 
     runtime = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed here")
     if runtime.cudaGetDeviceCount()[0] == runtime.cudaError_t.cudaSuccess:
         pytest.skip("a CUDA GPU is visible here: tests/test_tensorrt_engine.py builds for real")
-    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+
+    def install(version: str) -> None:
+        module = types.ModuleType("tensorrt")
+        module.__version__ = version
+        monkeypatch.setitem(sys.modules, "tensorrt", module)
+    return install
+
+
+def no_gpu_line(bundle, target: str) -> str:
+    build = re.escape(f"make engine TARGET={target} BUNDLE={bundle}")
+    return (r"zipvlm engine: error: TensorRT imports but no CUDA GPU is visible here "
+            rf"\(cuda\w+\): build on the target GPU \({build}\); static checks passed, "
+            rf"report in .*vision\.{target}\.report\.txt")
+
+
+def test_with_tensorrt_10_but_no_gpu_the_build_stops_with_one_line(bundle, tensorrt_stand_in, capsys):
+    tensorrt_stand_in("10.3.0")
     err, out = one_line_error(capsys, ["engine", "--bundle", str(bundle), "--target", "x86"])
     assert out.startswith("static checks passed: vision.onnx")
-    build = re.escape(f"make engine TARGET=x86 BUNDLE={bundle}")
-    assert re.fullmatch(r"zipvlm engine: error: TensorRT imports but no CUDA GPU is visible here "
-                        rf"\(cuda\w+\): build on the target GPU \({build}\); static checks passed, "
-                        r"report in .*vision\.x86\.report\.txt", err), err
+    assert re.fullmatch(no_gpu_line(bundle, "x86"), err), err
     assert not (bundle / "engines" / "vision.x86.plan").exists()
+
+
+def test_tensorrt_11_builds_fp16_from_the_float16_graph(bundle, tensorrt_stand_in, capsys):
+    from zipvlm.export.fp16 import convert_to_fp16
+
+    tensorrt_stand_in("11.4.0.106")
+    argv = ["engine", "--bundle", str(bundle), "--target", "x86"]
+    err, out = one_line_error(capsys, argv)
+    assert "strongly typed" in err and "zipvlm export ... --fp16" in err and out == ""
+    convert_to_fp16(bundle / "vision.onnx", bundle / "vision.fp16.onnx")
+    write_manifest(bundle, load_manifest(bundle))
+    err, out = one_line_error(capsys, argv)
+    assert out.startswith("TensorRT 11.4.0.106 is strongly typed: the plan runs vision.fp16.onnx's own "
+                          "types (fp16; float32 layers without TF32)\nstatic checks passed: vision.fp16.onnx")
+    assert re.fullmatch(no_gpu_line(bundle, "x86"), err), err
+    assert "precision fp16" in (bundle / "engines" / "vision.x86.report.txt").read_text()

@@ -19,6 +19,7 @@ from zipvlm.runtime.backends.targets import (
     check_tensorrt_version,
     graph_for,
     graph_input,
+    is_strongly_typed,
 )
 from zipvlm.runtime.errors import ArgumentError, BundleError
 
@@ -41,8 +42,10 @@ def bundle(tmp_path) -> Path:
     return tmp_path
 
 
-def plan(bundle, target="jetson", fp16=True, int8=False, fp8=False, dla=None, max_batch=1) -> BuildConfig:
-    return build_plan(target, fp16=fp16, int8=int8, fp8=fp8, dla=dla, max_batch=max_batch, bundle=bundle)
+def plan(bundle, target="jetson", fp16=True, int8=False, fp8=False, dla=None, max_batch=1,
+         strongly_typed=False) -> BuildConfig:
+    return build_plan(target, fp16=fp16, int8=int8, fp8=fp8, dla=dla, max_batch=max_batch, bundle=bundle,
+                      strongly_typed=strongly_typed)
 
 
 def test_every_target_builds_fp16_from_the_float_graph_with_a_batch_profile(bundle):
@@ -178,10 +181,39 @@ def test_dla_core_must_exist_on_this_module(bundle):
         check_device(config, ORIN, dla_cores_here=1)
 
 
-@pytest.mark.parametrize(("version", "message"), [
-    ("8.6.2", "opset <= 17"), ("8.5.2.2", "LayerNormalization"), ("11.4.0", "TensorRT 10 API")])
-def test_only_tensorrt_10_builds(version, message):
-    check_tensorrt_version("10.3.0", 18)
-    check_tensorrt_version("10.13.3.9", 18)
+@pytest.mark.parametrize(("version", "message"), [("8.6.2", "opset <= 17"), ("8.5.2.2", "LayerNormalization"),
+                                                ("ten", "cannot read the TensorRT version")])
+def test_tensorrt_10_and_11_build_older_ones_are_refused(version, message):
+    for supported in ("10.3.0", "10.13.3.9", "11.4.0.106"):
+        check_tensorrt_version(supported, 18)
     with pytest.raises(BackendError, match=message):
         check_tensorrt_version(version, 18)
+
+
+def test_tensorrt_11_is_strongly_typed_10_is_not():
+    assert [is_strongly_typed(v) for v in ("10.3.0", "10.13.3.9", "11.0.0", "11.4.0.106")] == [
+        False, False, True, True]
+
+
+def test_strongly_typed_fp16_builds_from_the_float16_graph(bundle):
+    with pytest.raises(ArgumentError, match=r"strongly typed.*vision\.fp16\.onnx.*zipvlm export \.\.\. "
+                                            r"--fp16.*--fp32"):
+        plan(bundle, "x86", strongly_typed=True)
+    write_graph(bundle / "vision.fp16.onnx")
+    config = plan(bundle, "x86", strongly_typed=True)
+    assert config.onnx_path.name == "vision.fp16.onnx" and config.precision == "fp16"
+    assert not config.tf32  # its float32 layers (the selection) stay float32
+    weak = plan(bundle, "x86")
+    assert weak.onnx_path.name == "vision.onnx" and weak.tf32  # TensorRT 10 takes FP16 as a flag
+
+
+def test_strongly_typed_fp32_builds_from_the_exported_graph(bundle):
+    config = plan(bundle, "x86", fp16=False, strongly_typed=True)
+    assert config.onnx_path.name == "vision.onnx" and config.precision == "fp32" and not config.tf32
+
+
+def test_strongly_typed_int8_runs_float32_between_the_qdq_layers(bundle):
+    write_graph(bundle / "vision.int8.onnx")
+    config = plan(bundle, "x86", int8=True, strongly_typed=True)
+    assert config.onnx_path.name == "vision.int8.onnx"
+    assert (config.fp16, config.int8, config.precision) == (False, True, "fp32+int8")

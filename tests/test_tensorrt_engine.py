@@ -1,6 +1,6 @@
 """The real TensorRT build and backend: a tiny bundle's plan against onnxruntime.
 
-Runs only where `tensorrt` (10.x) and cuda-python import and a CUDA GPU is visible;
+Runs only where `tensorrt` (10.x or 11.x) and cuda-python import and a CUDA GPU is visible;
 skipped with the reason everywhere else (this CPU-only dev machine included).
 """
 

@@ -11,7 +11,7 @@ import argparse
 from importlib import metadata
 from pathlib import Path
 
-from zipvlm.runtime.backends.targets import TARGETS, build_plan, check_flags
+from zipvlm.runtime.backends.targets import TARGETS, build_plan, check_flags, is_strongly_typed
 from zipvlm.runtime.bundle import INT8_GRAPH, load_manifest
 from zipvlm.runtime.errors import ArgumentError, ZipvlmError
 
@@ -23,21 +23,24 @@ def add_engine_command(commands) -> None:
         help="build the TensorRT plan of a bundle's vision graph, on the target device",
         description="Check the bundle's vision graph (TensorRT-safe ops, static shapes, Q/DQ "
                     "placement), write engines/vision.TARGET.report.txt with polygraphy's view of "
-                    "it, then build engines/vision.TARGET.plan with TensorRT 10 on this device, "
-                    "with its fingerprint in vision.TARGET.json and a timing cache beside it. "
-                    "Without TensorRT or a GPU, the checks and report still run and the build "
-                    "stops with one line saying where to build.",
+                    "it, then build engines/vision.TARGET.plan with TensorRT 10 or 11 on this "
+                    "device, with its fingerprint in vision.TARGET.json and a timing cache beside "
+                    "it. TensorRT 11 is strongly typed: an FP16 plan builds from vision.fp16.onnx "
+                    "(zipvlm export --fp16), and the layers between Q/DQ run in float32. Without "
+                    "TensorRT or a GPU, the checks and report still run and the build stops with "
+                    "one line saying where to build.",
     )
     engine.add_argument("--bundle", type=Path, required=True, help="bundle written by zipvlm export")
     engine.add_argument("--target", required=True, choices=list(TARGETS),
                         help="jetson (AGX Orin / Orin NX), orin-nano, thor, or x86 (discrete GPU)")
     engine.add_argument("--fp16", action="store_true",
-                        help="FP16 kernels (the default; with --int8/--fp8, for the layers without Q/DQ)")
+                        help="FP16 kernels (the default; with --int8/--fp8, for the layers without "
+                             "Q/DQ; TensorRT 11: from vision.fp16.onnx, and not with --int8/--fp8)")
     engine.add_argument("--fp32", action="store_true",
                         help="no FP16 and no TF32: slower; the selection's scores in full "
                              "precision, as onnxruntime computes them")
     engine.add_argument("--int8", action="store_true",
-                        help="build from the Q/DQ graph vision.int8.onnx (TensorRT 10 takes explicit "
+                        help="build from the Q/DQ graph vision.int8.onnx (TensorRT takes explicit "
                              "quantization)")
     engine.add_argument("--calib", type=Path, metavar="FRAMES",
                         help="with --int8 and no vision.int8.onnx yet: quantize with this frame set "
@@ -72,7 +75,7 @@ def _quantize(bundle: Path, frames: Path) -> None:
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
-    from zipvlm.runtime.backends.device import Cuda, import_tensorrt, jetson_release
+    from zipvlm.runtime.backends.device import Cuda, import_tensorrt, jetson_release, tensorrt_version
     from zipvlm.runtime.backends.report import run_static_checks
 
     bundle = args.bundle
@@ -89,7 +92,12 @@ def cmd_engine(args: argparse.Namespace) -> int:
             print(f"{INT8_GRAPH} exists: building from it (zipvlm calib quantize re-quantizes)")
         else:
             _quantize(bundle, args.calib)
-    config = build_plan(args.target, **flags, bundle=bundle)
+    version_here = tensorrt_version()  # None without TensorRT: the graph TensorRT 10 reads is checked
+    strongly_typed = version_here is not None and is_strongly_typed(version_here)
+    config = build_plan(args.target, **flags, bundle=bundle, strongly_typed=strongly_typed)
+    if strongly_typed:
+        print(f"TensorRT {version_here} is strongly typed: the plan runs {config.onnx_path.name}'s own "
+              f"types ({config.precision}; float32 layers without TF32)", flush=True)
     manifest = load_manifest(bundle, verify_hashes=False)  # re-read: --calib may have added a graph
     version = zipvlm_version()
     report = run_static_checks(config, manifest, version)

@@ -34,6 +34,15 @@ def import_tensorrt(hint: str):
     return tensorrt
 
 
+def tensorrt_version() -> str | None:
+    """The version of the TensorRT that imports here, else None (import_tensorrt then says why)."""
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    return getattr(tensorrt, "__version__", None)
+
+
 def cuda_runtime():
     """cuda-python's runtime module, from whichever import path this version has."""
     try:

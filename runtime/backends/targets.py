@@ -2,9 +2,11 @@
 
 Pure: no TensorRT, no CUDA. `build_plan` turns command-line flags into a frozen
 `BuildConfig` or one clear `ArgumentError`; `check_device` checks that plan
-against the GPU found at build time. TensorRT 10 takes quantization explicitly
+against the GPU found at build time. TensorRT takes quantization explicitly
 (Q/DQ nodes in the graph), so `--int8` builds from `vision.int8.onnx` and
 `--fp8` from `vision.fp8.onnx`, never from `vision.onnx` with a flag set.
+TensorRT 11 goes further: it removed the precision flags, every network is
+strongly typed, so FP16 too must be in the graph (`vision.fp16.onnx`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zipvlm.runtime.backends import BackendError
-from zipvlm.runtime.bundle import ENGINES_DIR, FLOAT_GRAPH, FP8_GRAPH, INT8_GRAPH
+from zipvlm.runtime.bundle import ENGINES_DIR, FLOAT_GRAPH, FP8_GRAPH, FP16_GRAPH, INT8_GRAPH
 from zipvlm.runtime.errors import ArgumentError, BundleError
 
 GiB = 1 << 30
@@ -51,24 +53,34 @@ class TensorRTRelease:
 
 
 TENSORRT_RELEASES = (
+    TensorRTRelease("11.x", "none (x86 and SBSA servers)", "opset 18: supported, strongly typed"),
     TensorRTRelease("10.x", "JetPack 6.1+, JetPack 7", "opset 18 (what zipvlm export writes): supported"),
     TensorRTRelease("8.6", "JetPack 6.0", "opset <= 17 only: cannot read zipvlm's opset-18 graph"),
     TensorRTRelease("8.5", "JetPack 5", "no LayerNormalization: cannot read the vision graph"),
 )
-BUILDER_TENSORRT_MAJOR = 10  # the Python API used here (precision flags were removed in 11)
+OLDEST_TENSORRT_MAJOR = 10
+STRONGLY_TYPED_MAJOR = 11  # TensorRT 11 removed the FP16/INT8/FP8 builder flags: graphs carry their types
+
+
+def tensorrt_major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        raise BackendError(f"cannot read the TensorRT version '{version}' (tensorrt.__version__)") from None
+
+
+def is_strongly_typed(version: str) -> bool:
+    """True where TensorRT takes every tensor's precision from the graph, never from builder flags."""
+    return tensorrt_major(version) >= STRONGLY_TYPED_MAJOR
 
 
 def check_tensorrt_version(version: str, opset: int) -> None:
-    """Refuse a TensorRT this builder cannot drive, or that cannot read the graph's opset."""
-    major = int(version.split(".")[0])
-    if major < BUILDER_TENSORRT_MAJOR:
+    """Refuse a TensorRT that cannot read the graph's opset."""
+    if tensorrt_major(version) < OLDEST_TENSORRT_MAJOR:
         raise BackendError(
             f"TensorRT {version} cannot build this graph (opset {opset}; TensorRT 8.6/JetPack 6.0 reads "
-            "opset <= 17, 8.5/JetPack 5 lacks LayerNormalization): use TensorRT 10 (JetPack 6.1+ or 7)")
-    if major > BUILDER_TENSORRT_MAJOR:
-        raise BackendError(
-            f"TensorRT {version}: this builder uses the TensorRT 10 API (TensorRT 11 removed the "
-            "FP16/INT8/FP8 builder flags it sets): build with TensorRT 10.x")
+            "opset <= 17, 8.5/JetPack 5 lacks LayerNormalization): use TensorRT 10 (JetPack 6.1+ or 7) "
+            "or 11")
 
 
 @dataclass(frozen=True)
@@ -95,12 +107,19 @@ class BuildConfig:
     onnx_path: Path  # vision.onnx, or the Q/DQ graph for --int8/--fp8
     opset: int
     input_name: str
-    fp16: bool  # FP16 kernels allowed (with INT8/FP8: for the layers without Q/DQ)
+    fp16: bool  # FP16 kernels (with INT8/FP8: for the layers without Q/DQ; never when strongly typed)
     int8: bool
     fp8: bool
     dla_core: int | None  # None: GPU only; else this DLA core with GPU fallback
     max_batch: int
     profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # min, opt, max input shape
+    strongly_typed: bool = False  # TensorRT 11+: precision from the graph's types, no builder flags
+
+    @property
+    def tf32(self) -> bool:
+        """TF32 matmuls stay on (TensorRT's default) only for weakly typed FP16 builds: a strongly
+        typed graph's float32 layers are the selection, kept in float32 on purpose."""
+        return self.fp16 and not self.strongly_typed
 
     @property
     def paths(self) -> EnginePaths:
@@ -122,9 +141,12 @@ def target_profile(name: str) -> TargetProfile:
     return TARGETS[name]
 
 
-def graph_for(bundle: Path, int8: bool, fp8: bool) -> Path:
-    """The graph a build reads: TensorRT 10 quantizes only where Q/DQ nodes say so."""
-    return Path(bundle) / (INT8_GRAPH if int8 else FP8_GRAPH if fp8 else FLOAT_GRAPH)
+def graph_for(bundle: Path, int8: bool, fp8: bool, fp16: bool = False, strongly_typed: bool = False) -> Path:
+    """The graph a build reads: TensorRT quantizes only where Q/DQ nodes say so, and a strongly
+    typed TensorRT runs FP16 only where the graph's own types are float16."""
+    name = (INT8_GRAPH if int8 else FP8_GRAPH if fp8 else FP16_GRAPH if fp16 and strongly_typed
+            else FLOAT_GRAPH)
+    return Path(bundle) / name
 
 
 def check_flags(target: str, *, fp16: bool, int8: bool, fp8: bool, dla: int | None,
@@ -149,15 +171,20 @@ def check_flags(target: str, *, fp16: bool, int8: bool, fp8: bool, dla: int | No
 
 
 def build_plan(target: str, *, fp16: bool, int8: bool, fp8: bool, dla: int | None, max_batch: int,
-               bundle: Path) -> BuildConfig:
-    """Resolve and check one build; every illegal combination is one ArgumentError."""
+               bundle: Path, strongly_typed: bool = False) -> BuildConfig:
+    """Resolve and check one build; every illegal combination is one ArgumentError.
+
+    Strongly typed (TensorRT 11+), the layers between a Q/DQ graph's quantized ones run in
+    that graph's float32, so `fp16` is dropped with --int8/--fp8 and the precision says so.
+    """
     profile = check_flags(target, fp16=fp16, int8=int8, fp8=fp8, dla=dla, max_batch=max_batch)
-    onnx_path = graph_for(bundle, int8, fp8)
+    onnx_path = graph_for(bundle, int8, fp8, fp16, strongly_typed)
     _require_graph(onnx_path, int8, fp8)
     input_name, shape, opset = graph_input(onnx_path)
     rest = tuple(shape[1:])
-    return BuildConfig(profile, Path(bundle), onnx_path, opset, input_name, fp16, int8, fp8, dla,
-                       max_batch, ((1, *rest), (1, *rest), (max_batch, *rest)))
+    uses_fp16 = fp16 and not (strongly_typed and (int8 or fp8))
+    return BuildConfig(profile, Path(bundle), onnx_path, opset, input_name, uses_fp16, int8, fp8, dla,
+                       max_batch, ((1, *rest), (1, *rest), (max_batch, *rest)), strongly_typed)
 
 
 def _require_graph(path: Path, int8: bool, fp8: bool) -> None:
@@ -174,6 +201,11 @@ def _require_graph(path: Path, int8: bool, fp8: bool) -> None:
             f"--fp8 builds from an FP8 Q/DQ graph {path} (TensorRT uses FP8 only where Q/DQ nodes say "
             "so), which is missing and zipvlm does not write yet: quantize vision.onnx to FP8 Q/DQ "
             "(e.g. NVIDIA Model Optimizer ONNX PTQ) and save it there, or use --int8")
+    if path.name == FP16_GRAPH:
+        raise ArgumentError(
+            f"this TensorRT is strongly typed (11+: no FP16 builder flag), so an FP16 plan builds from "
+            f"{path}, which is missing: re-export with zipvlm export ... --fp16 (float16 layers, "
+            "selection in float32), or build --fp32")
     raise BundleError(f"{bundle} has no {path.name}: re-export the bundle with zipvlm export")
 
 

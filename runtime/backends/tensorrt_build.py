@@ -1,4 +1,8 @@
-"""Build a TensorRT plan from a checked `BuildConfig` with the TensorRT 10 Python API.
+"""Build a TensorRT plan from a checked `BuildConfig` with the TensorRT 10 or 11 Python API.
+
+TensorRT 10 is weakly typed: FP16/INT8/FP8 are builder flags. TensorRT 11 removed
+them: the graph's own types decide (`vision.fp16.onnx`, the Q/DQ graphs), and the
+builder only clears TF32 so that float32 stays float32.
 
 The plan goes to `engines/vision.<target>.plan`, its fingerprint and build facts
 to the sidecar `vision.<target>.json` (never into the plan itself), and the
@@ -47,7 +51,8 @@ def engine_record(config: BuildConfig, tensorrt_version: str, device: DeviceFact
         "jetson": jetson,  # {"l4t", "jetpack"} on a Jetson, else null
         "onnx": {"file": config.onnx_path.name, "sha256": onnx_sha256, "opset": config.opset},
         "precision": {"name": config.precision, "fp16": config.fp16, "int8": config.int8,
-                      "fp8": config.fp8, "tf32": config.fp16},
+                      "fp8": config.fp8, "tf32": config.tf32,
+                      "typing": "strong" if config.strongly_typed else "weak"},
         "dla_core": config.dla_core,
         "max_batch": config.max_batch,
         "profile": {"input": config.input_name, "min": list(lo), "opt": list(opt), "max": list(hi)},
@@ -80,16 +85,16 @@ def _parse(trt, network, logger, onnx_path: Path) -> None:
 
 
 def builder_config(trt, builder, config: BuildConfig):
-    """Precision flags, workspace, the batch profile, DLA and the timing cache."""
+    """Precision flags (weakly typed only), workspace, the batch profile, DLA and the timing cache."""
     built = builder.create_builder_config()
     built.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.target.workspace_bytes)
-    if config.fp16:
-        built.set_flag(trt.BuilderFlag.FP16)
-    else:  # --fp32 means FP32: TF32 matmuls (on by default) can reorder the kept tokens
+    if not config.tf32:  # float32 means float32: TF32 matmuls (on by default) can reorder the kept tokens
         built.clear_flag(trt.BuilderFlag.TF32)
-    if config.int8:
+    if config.fp16 and not config.strongly_typed:
+        built.set_flag(trt.BuilderFlag.FP16)
+    if config.int8 and not config.strongly_typed:
         built.set_flag(trt.BuilderFlag.INT8)
-    if config.fp8:
+    if config.fp8 and not config.strongly_typed:
         built.set_flag(trt.BuilderFlag.FP8)
     if config.dla_core is not None:
         built.default_device_type = trt.DeviceType.DLA
@@ -113,7 +118,7 @@ def build_engine(trt, config: BuildConfig, device: DeviceFacts, jetson: dict[str
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     check_device(config, device, builder.num_DLA_cores)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    network = builder.create_network(0)  # explicit batch is the only mode; 11+ is always strongly typed
     _parse(trt, network, logger, config.onnx_path)
     names = [network.get_input(i).name for i in range(network.num_inputs)]
     if names != [config.input_name]:
