@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean engine
+.PHONY: install demo test bench bench-gpu lint clean engine
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ bench: install
 	$(PY) -m zipvlm.bench.language
 	$(PY) -m zipvlm.bench.stream
 	$(PY) -m zipvlm.bench.int8
+
+# Vision + prefill in PyTorch FP16 on a CUDA GPU (PyPI's torch wheel for Linux is a CUDA build; not part of `bench`).
+bench-gpu: install
+	$(PY) -m zipvlm.bench.gpu
 
 # The TensorRT plan, built on the device that runs it: make engine TARGET=jetson BUNDLE=... [INT8=1 CALIB=frames].
 # No `install` prerequisite: that is the x86 dev setup (CPU torch). On the Jetson, TensorRT comes

@@ -72,6 +72,17 @@ STREAM_COLUMNS = (
     ("prefill_ms", "prefill ms", "{:.0f}"),
     ("dropped_per_answer", "frames dropped per answer", "{:.0f}"),
 )
+GPU_COLUMNS = (
+    ("pair", "tower -> language model", "{}"),
+    ("setting", "setting", "{}"),
+    ("prompt_tokens", "prompt tokens", "{}"),
+    ("vision_ms", "vision ms", "{:.2f}"),
+    ("vision_ratio", "vision speed-up", "{:.2f}x"),
+    ("prefill_ms", "prefill ms", "{:.2f}"),
+    ("prefill_ratio", "prefill speed-up", "{:.2f}x"),
+    ("first_token_ms", "vision + prefill ms", "{:.2f}"),
+    ("first_token_ratio", "vision + prefill speed-up", "{:.2f}x"),
+)
 PREFIX_COLUMNS = (
     ("image_tokens", "image tokens", "{}"),
     ("prompt_tokens", "prompt tokens", "{}"),
@@ -139,6 +150,25 @@ def save_language_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     decode.set(xlabel="image tokens fed to the LLM", ylabel="decode tokens/s (median)",
                title="Decode speed")
     ttft.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def save_gpu_plot(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Stacked vision + prefill bars per setting, one group per tower/language pair."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4))
+    labels = [f"{row['pair']}\n{row['setting']}" for row in rows]
+    ax.bar(labels, [row["vision_ms"] for row in rows], label="vision graph")
+    bars = ax.bar(labels, [row["prefill_ms"] for row in rows], bottom=[row["vision_ms"] for row in rows],
+                  label="prefill")
+    ax.bar_label(bars, labels=[f"{row['first_token_ms']:.1f}" for row in rows], fontsize=7)
+    ax.set_ylabel("ms (median, batch 1)")
+    ax.set_title("Vision + prefill on the GPU, every token vs VisionZip")
+    ax.tick_params(axis="x", labelsize=6)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

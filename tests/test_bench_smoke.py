@@ -5,6 +5,11 @@ No timing is asserted; the figures come from `make bench` on real-size shapes.
 
 from __future__ import annotations
 
+import json
+
+import pytest
+import torch
+
 from zipvlm.bench.language import BenchPlan, prepare, run
 from zipvlm.bench.report import (
     LANGUAGE_COLUMNS,
@@ -69,3 +74,29 @@ def test_prefix_bench_times_whole_and_cached_prefills(tiny_bundles):
     assert row["prefill_whole_ms"] > 0 and row["prefill_cached_ms"] > 0
     assert row["saved_ms"] == row["prefill_whole_ms"] - row["prefill_cached_ms"]
     assert markdown_table([row], PREFIX_COLUMNS).count("\n") == 2
+
+
+def test_gpu_bench_runs_on_tiny_shapes_and_fills_every_column(tmp_path, capsys):
+    from zipvlm.bench import gpu
+
+    language = gpu.LanguageShape("tiny Qwen2", "qwen2", 48, 2, 4, 2, 96, 256)
+    rows = gpu.run([(TINY, language)], (None, VisionZipConfig(20, 4)), repeats=1,
+                   device=torch.device("cpu"), dtype=torch.float32)
+    assert [(row["image_tokens"], row["prompt_tokens"]) for row in rows] == [(64, 104), (24, 64)]
+    assert rows[0]["first_token_ratio"] == 1.0
+    assert all(row[key] > 0 for row in rows for key, _, _ in gpu.GPU_COLUMNS if key.endswith(("ms", "ratio")))
+    assert gpu.report(rows, {"device": "cpu", "dtype": "float32", "torch": torch.__version__},
+                      tmp_path, as_json=False) == 0
+    assert markdown_table(rows, gpu.GPU_COLUMNS) in capsys.readouterr().out
+    assert (tmp_path / "gpu.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "gpu.json").read_text())["rows"][1]["setting"] == "VisionZip K=24"
+
+
+def test_gpu_bench_without_a_gpu_is_one_line(capsys):
+    from zipvlm.bench import gpu
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible here")
+    assert gpu.main(["--repeats", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "PyTorch sees no CUDA GPU here" in err
