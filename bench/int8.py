@@ -2,7 +2,7 @@
 
 Takes the K=64 bundle that `python -m zipvlm.bench.language` caches (CLIP ViT-L/14-336
 tower + Qwen2-0.5B-wide projector, VisionZip D=54, C=10), copies it to --out/bundle
-(small files copied, big ones symlinked: the cache is never written), collects a frame
+(small files copied, big ones hard-linked: the cache is never written), collects a frame
 set from the synthetic source, runs `zipvlm calib quantize` on it, then times
 vision.onnx against vision.int8.onnx, batch 1, median of interleaved runs.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -26,9 +27,10 @@ from zipvlm.calib.frames import load_frame_set
 from zipvlm.calib.quantize import QuantizeOptions, quantize_bundle
 from zipvlm.runtime.bundle import FLOAT_GRAPH, INT8_GRAPH, MANIFEST_NAME, is_bundle, load_manifest
 from zipvlm.runtime.preprocess import PreprocessSpec
+from zipvlm.runtime.providers import INT8_DISABLED_OPTIMIZERS
 
 SOURCE_BUNDLE = Path("artifacts/bench/cache/Qwen2-0.5B/bundle-int8")  # K = 64 vision.onnx
-SYMLINK_OVER = 10 * 1024**2
+LINK_OVER = 10 * 1024**2
 
 INT8_COLUMNS = (
     ("tower", "vision graph", "{}"),
@@ -49,27 +51,34 @@ INT8_COLUMNS = (
 
 
 def working_bundle(source: Path, target: Path) -> Path:
-    """A bundle at `target` that shares `source`'s big files by symlink and owns its manifest."""
+    """A bundle at `target` that shares `source`'s big files by hard link and owns its manifest.
+
+    Not by symlink: onnxruntime refuses external data (decoder.onnx.data) that resolves
+    outside the model's folder, so `zipvlm run` could not load such a bundle. Nothing writes
+    a bundle's files in place (quantize writes new ones), so the cache stays untouched.
+    """
     if not is_bundle(source):
         raise SystemExit(f"{source} is not a bundle: run `python -m zipvlm.bench.language` first")
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     for file in source.iterdir():
-        if file.is_file() and file.stat().st_size > SYMLINK_OVER and file.name != MANIFEST_NAME:
-            (target / file.name).symlink_to(file.resolve())
+        if file.is_file() and file.stat().st_size > LINK_OVER and file.name != MANIFEST_NAME:
+            try:
+                os.link(file.resolve(), target / file.name)
+            except OSError:  # another filesystem: copy
+                shutil.copy2(file, target / file.name)
         elif file.is_file():
             shutil.copy2(file, target / file.name)
     return target
 
 
 def no_cse_timer(path: Path, threads: int) -> Callable[[np.ndarray], object]:
-    """onnxruntime without common-subexpression elimination, which merges the q/k/v
-    projections' identical QuantizeLinear nodes back into one and so keeps those three
-    MatMuls from fusing into MatMulIntegerToFloat."""
+    """onnxruntime as `--vision-graph int8` runs the Q/DQ graph: without common-subexpression
+    elimination (see INT8_DISABLED_OPTIMIZERS)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
-                                   disabled_optimizers=["CommonSubexpressionElimination"])
+                                   disabled_optimizers=list(INT8_DISABLED_OPTIMIZERS))
     return lambda pixels: session.run(None, {"pixel_values": pixels})
 
 

@@ -37,6 +37,7 @@ from zipvlm.calib.selection import QUANTIZED_OPS, float_nodes
 from zipvlm.runtime.bundle import FLOAT_GRAPH, INT8_GRAPH, load_manifest, write_manifest
 from zipvlm.runtime.graph_checks import QDQ_OPS, check_qdq_placement, check_vision_graph
 from zipvlm.runtime.preprocess import PreprocessSpec
+from zipvlm.runtime.providers import INT8_DISABLED_OPTIMIZERS
 
 log = logging.getLogger("zipvlm.calib")
 
@@ -77,7 +78,8 @@ class Int8Report:
     optimizations off, so each QuantizeLinear/DequantizeLinear runs and each layer
     multiplies the de-quantized values, the arithmetic TensorRT's int8 kernels
     reproduce. `cpu_int8_kernels` is the same graph through onnxruntime's fused int8
-    kernels, which on AVX2 without VNNI saturate 16-bit sums of products.
+    kernels, as `--vision-graph int8` runs it (common-subexpression elimination off),
+    which on AVX2 without VNNI saturate 16-bit sums of products.
     """
 
     graph: str
@@ -160,14 +162,15 @@ def quantize_graph(source: Path, target: Path, calibration: _Frames) -> int:
     return len(keep_float)
 
 
-def _session(path: Path, threads: int, optimize: bool = True):
+def _session(path: Path, threads: int, optimize: bool = True, disabled_optimizers: tuple[str, ...] = ()):
     import onnxruntime as ort
 
     session_options = ort.SessionOptions()
     session_options.intra_op_num_threads = threads
     if not optimize:  # no fusion into int8 kernels: every Q/DQ runs as written
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled_optimizers))
 
 
 def _shared_rows(embeds: np.ndarray, keep: np.ndarray, shared: np.ndarray) -> np.ndarray:
@@ -195,9 +198,10 @@ def accuracy(reference: list[tuple[np.ndarray, np.ndarray]],
 
 def compare(float_path: Path, int8_path: Path, frame_set: FrameSet, frames: tuple[Frame, ...],
             spec: PreprocessSpec, threads: int = 0) -> tuple[Accuracy, Accuracy]:
-    """INT8 against float on `frames`: (Q/DQ as written, onnxruntime's fused int8 kernels)."""
+    """INT8 against float on `frames`: (Q/DQ as written, onnxruntime's fused int8 kernels as
+    `--vision-graph int8` runs them)."""
     sessions = [_session(float_path, threads), _session(int8_path, threads, optimize=False),
-                _session(int8_path, threads)]
+                _session(int8_path, threads, disabled_optimizers=INT8_DISABLED_OPTIMIZERS)]
     outputs: list[list[tuple[np.ndarray, np.ndarray]]] = [[], [], []]
     pixels = frame_set.pixel_values(frames, spec)
     for batch in tqdm(pixels, total=len(frames), desc="compare", unit="frame", disable=None):

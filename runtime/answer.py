@@ -77,7 +77,7 @@ class BundlePipeline:
     """A loaded bundle: sessions are created once and reused for every question."""
 
     def __init__(self, bundle: Path, threads: int = 2, provider: str = "cpu", backend: str = "ort",
-                 target: str | None = None):
+                 target: str | None = None, vision_graph: str = "float"):
         try:
             import onnxruntime_genai as og
         except ImportError:
@@ -93,7 +93,7 @@ class BundlePipeline:
         self.prompts = PromptBuilder(bundle, PromptSpec(
             manifest["image_token_id"], self.num_image_tokens, manifest["chat_template"]))
         self.eos_ids = set(manifest["eos_token_ids"])
-        self.vision = open_vision_runner(Path(bundle), backend, provider, threads, target)
+        self.vision = open_vision_runner(Path(bundle), backend, provider, threads, target, vision_graph)
         self.bundle, self.provider, self.threads = Path(bundle), provider, threads
         genai_config = json.loads((Path(bundle) / "genai_config.json").read_text())
         self.context_length = int(genai_config["model"]["context_length"])

@@ -30,6 +30,13 @@ INSTALL_HINT = {
 }
 
 
+# onnxruntime's common-subexpression elimination merges the q/k/v projections' identical
+# QuantizeLinear nodes of an INT8 Q/DQ graph back into one, which keeps those MatMuls out of
+# the fused int8 kernels: on CLIP-L, 94 of 163 fuse with it and all 163 without, and INT8's
+# speed-up over float32 goes from 1.6-1.85x to 2.6-3.8x on a VNNI CPU.
+INT8_DISABLED_OPTIMIZERS = ("CommonSubexpressionElimination",)
+
+
 def tensorrt_cache_dir() -> Path:
     """Where the TensorRT provider keeps built engines ($ZIPVLM_CACHE, else ~/.cache/zipvlm)."""
     root = os.environ.get("ZIPVLM_CACHE") or Path.home() / ".cache" / "zipvlm"
@@ -90,12 +97,14 @@ class VisionRunner:
     _bound: dict = field(default_factory=dict)
 
     @classmethod
-    def open(cls, path: Path, provider: str, threads: int) -> VisionRunner:
+    def open(cls, path: Path, provider: str, threads: int,
+             disabled_optimizers: tuple[str, ...] = ()) -> VisionRunner:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(path), options, providers=ort_providers(provider))
+        session = ort.InferenceSession(str(path), options, providers=ort_providers(provider),
+                                       disabled_optimizers=list(disabled_optimizers))
         return cls(session, "cpu" if provider == "cpu" else "cuda")
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from zipvlm.runtime.bundle import INT8_GRAPH, load_manifest
 from zipvlm.runtime.cli import main
 from zipvlm.runtime.errors import ExportError
 from zipvlm.runtime.graph_checks import QDQ_OPS, check_qdq_placement, check_vision_graph
+from zipvlm.runtime.providers import INT8_DISABLED_OPTIMIZERS
 
 SIZE = (320, 240)  # video frames, width x height
 
@@ -184,6 +185,45 @@ def test_int8_graph_has_the_float_graphs_inputs_and_outputs_and_runs(quantized, 
     embeds, keep = graphs[1].run(["image_embeds", "keep_indices"], {"pixel_values": pixels})
     assert embeds.shape == (2, 64, 64) and keep.shape == (2, 54)
     assert np.isfinite(embeds).all() and (np.diff(keep, axis=1) > 0).all()  # kept ascending
+
+
+def test_the_runtime_runs_the_int8_graph_when_asked(quantized, caplog):
+    from zipvlm.runtime.backends import open_vision_runner
+
+    bundle = quantized["clip-llama"]
+    pixels = np.random.default_rng(3).standard_normal((1, 3, 336, 336)).astype(np.float32)
+    with caplog.at_level("INFO", logger="zipvlm"):
+        runner = open_vision_runner(bundle, "ort", "cpu", 1, None, graph="int8")
+    assert f"vision: {INT8_GRAPH}; against vision.onnx on 6 held-out frames: kept-token IoU" in caplog.text
+    # Fusing more MatMuls into int8 kernels changes the arithmetic: the reference runs as the
+    # runtime must, and as calib quantize's `cpu_int8_kernels` figures were measured.
+    reference = ort.InferenceSession(str(bundle / INT8_GRAPH), providers=["CPUExecutionProvider"],
+                                     disabled_optimizers=list(INT8_DISABLED_OPTIMIZERS))
+    want_embeds, want_keep = reference.run(["image_embeds", "keep_indices"], {"pixel_values": pixels})
+    embeds = runner(pixels)
+    np.testing.assert_array_equal(runner.keep_indices, want_keep)
+    np.testing.assert_allclose(embeds, want_embeds, atol=1e-5)
+    float_embeds = open_vision_runner(bundle, "ort", "cpu", 1, None)(pixels)
+    assert not np.array_equal(embeds, float_embeds)  # the INT8 graph, not vision.onnx
+
+
+def test_run_with_the_int8_graph_answers_and_without_it_says_how_to_make_it(quantized, tiny_bundles,
+                                                                             tmp_path, capsys):
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), photo(240, 320, seed=1))
+    def run(bundle, *extra):
+        return ["run", "--bundle", str(bundle), "--image", str(image), "--prompt", "What is here?",
+                "--max-new-tokens", "3", "--json", "--vision-graph", "int8", *extra]
+
+    assert main(run(quantized["clip-llama"])) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["num_image_tokens"] == 64 and len(answer["token_ids"]) <= 3
+    float_bundle = tiny_bundles["clip-llama"]
+    err = one_line_error(capsys, run(float_bundle))
+    assert err == (f"zipvlm run: error: --vision-graph int8 runs {INT8_GRAPH}, which {float_bundle} lacks: "
+                   f"make it with zipvlm calib quantize --bundle {float_bundle} --frames FRAMES")
+    err = one_line_error(capsys, run(quantized["clip-llama"], "--backend", "trt"))
+    assert "a TensorRT plan's precision is set when it is built (zipvlm engine --int8)" in err
 
 
 def test_manifest_records_the_int8_graph_and_still_verifies(quantized, family):

@@ -105,11 +105,12 @@ def test_run_with_the_trt_backend_without_tensorrt_is_one_line(bundle, no_tensor
 
 
 @pytest.mark.parametrize("command", ["run", "chat", "stream", "serve"])
-def test_every_answering_command_takes_backend_and_target(command, capsys):
+def test_every_answering_command_takes_backend_target_and_vision_graph(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])
     help_text = capsys.readouterr().out
     assert "--backend {ort,trt}" in help_text and "--target TARGET" in help_text
+    assert "--vision-graph {float,int8}" in help_text
 
 
 def test_int8_with_calib_quantizes_first_then_checks_qdq_placement(bundle, no_tensorrt, tmp_path, capsys):
