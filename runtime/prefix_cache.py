@@ -36,7 +36,6 @@ class DirectDecoder:
     def __init__(self, bundle: Path, provider: str = "cpu", threads: int = 2):
         import onnxruntime as ort
 
-        self._ort = ort
         config = json.loads((Path(bundle) / "genai_config.json").read_text())["model"]
         decoder = config["decoder"]
         self.context_length = int(config["context_length"])

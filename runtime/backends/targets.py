@@ -43,21 +43,8 @@ TARGETS: dict[str, TargetProfile] = {
 }
 
 
-@dataclass(frozen=True)
-class TensorRTRelease:
-    """DESIGN.md, "TensorRT versus opset": which TensorRT reads which exported graph."""
-
-    tensorrt: str
-    jetpack: str
-    reads: str
-
-
-TENSORRT_RELEASES = (
-    TensorRTRelease("11.x", "none (x86 and SBSA servers)", "opset 18: supported, strongly typed"),
-    TensorRTRelease("10.x", "JetPack 6.1+, JetPack 7", "opset 18 (what zipvlm export writes): supported"),
-    TensorRTRelease("8.6", "JetPack 6.0", "opset <= 17 only: cannot read zipvlm's opset-18 graph"),
-    TensorRTRelease("8.5", "JetPack 5", "no LayerNormalization: cannot read the vision graph"),
-)
+# TensorRT 10 (JetPack 6.1+, JetPack 7) and 11 (x86/SBSA, strongly typed) read the opset-18 graph;
+# 8.6 (JetPack 6.0) reads opset <= 17 and 8.5 (JetPack 5) has no LayerNormalization (README's table).
 OLDEST_TENSORRT_MAJOR = 10
 STRONGLY_TYPED_MAJOR = 11  # TensorRT 11 removed the FP16/INT8/FP8 builder flags: graphs carry their types
 
