@@ -23,11 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,6 +48,7 @@ MODELS = {
 SELECTIONS = (None, VisionZipConfig(54, 10), VisionZipConfig(108, 20), VisionZipConfig(162, 30))
 QUANTS = ("none", "int8", "int4")
 BUNDLE_SELECTION = VisionZipConfig(54, 10)  # the vision graph inside each bundle
+RSS_POLL_S = 0.02  # VmHWM is a high-water mark: only growth in the last poll interval can be missed
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,24 @@ def time_bundle(bundle: Path, graphs: dict[int, Path], plan: BenchPlan, time_vis
     return json.loads(done.stdout)
 
 
+def vm_hwm_kb(pid: int) -> int:
+    """The process's peak resident set (VmHWM) so far, in kB; 0 once it has gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def run_peak_rss_mb(bundle: Path, workdir: Path, new_tokens: int) -> float:
-    """Peak RSS of one `zipvlm run` on `bundle` (load, one frame, one answer), from wait4."""
+    """Peak RSS of one `zipvlm run` on `bundle` (load, one frame, one answer).
+
+    Read from the child's own VmHWM while it runs, not from wait4's ru_maxrss: the child
+    is spawned by vfork, and at its exec the kernel records this (large) bench process's
+    high-water mark as the child's, so ru_maxrss reports the bench, not the run.
+    """
     import cv2
 
     from zipvlm.bench.runtime_timing import QUESTION, camera_frame
@@ -126,12 +143,16 @@ def run_peak_rss_mb(bundle: Path, workdir: Path, new_tokens: int) -> float:
     cv2.imwrite(str(frame), camera_frame())
     command = [sys.executable, "-m", "zipvlm.runtime.cli", "run", "--bundle", str(bundle), "--image",
                str(frame), "--prompt", QUESTION, "--max-new-tokens", str(new_tokens), "--json"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"zipvlm run on {bundle} failed: {process.stderr.read().decode()[-2000:]}")
-    return usage.ru_maxrss / 1024
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+        peak_kb = 0
+        while process.poll() is None:
+            peak_kb = max(peak_kb, vm_hwm_kb(process.pid))
+            time.sleep(RSS_POLL_S)
+        if process.returncode != 0:
+            errors.seek(0)
+            raise RuntimeError(f"zipvlm run on {bundle} failed: {errors.read().decode()[-2000:]}")
+    return peak_kb / 1024
 
 
 def vision_flops(spec: TinySpec, image_tokens: int) -> float:
