@@ -21,12 +21,13 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-# Vision graph, the language side (builds its real-size bundles on the first run), then streaming.
+# Vision graph, the language side (builds its real-size bundles on the first run), the INT8
+# vision graph, then streaming (which streams the INT8 bench's bundle too).
 bench: install
 	$(PY) -m zipvlm.bench.vision
 	$(PY) -m zipvlm.bench.language
-	$(PY) -m zipvlm.bench.stream
 	$(PY) -m zipvlm.bench.int8
+	$(PY) -m zipvlm.bench.stream
 
 # Vision + prefill in PyTorch FP16 on a CUDA GPU (PyPI's torch wheel for Linux is a CUDA build; not part of `bench`).
 bench-gpu: install

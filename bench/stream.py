@@ -1,7 +1,8 @@
 """Streaming benchmark: answers per minute and frame-to-first-token, all tokens vs VisionZip.
 
 CLIP ViT-L/14-336 + a Qwen2-0.5B-shaped decoder in int8 (export's default), from
-the language bench's cache, plus a `--no-zip` bundle of the same folder. Each
+the language bench's cache, plus a `--no-zip` bundle of the same folder, and the
+INT8 bench's copy of the K = 64 bundle for `--vision-graph int8`. Each
 setting runs `zipvlm stream --json` on the synthetic source at 30 fps in a fresh
 process; the first answers (one, or the window's length) warm up and fill the
 window and are not counted. Answers per minute come from the answers' completion
@@ -38,10 +39,13 @@ class Setting:
     name: str
     full: bool  # every token (the --no-zip bundle) or VisionZip's K = 64
     window: int
+    vision_graph: str = "float"  # "int8": the Q/DQ graph, from the INT8 bench's bundle
 
 
 SETTINGS = (Setting("all tokens", True, 1), Setting("VisionZip K=64", False, 1),
+            Setting("VisionZip K=64, --vision-graph int8", False, 1, "int8"),
             Setting("VisionZip K=64, --window 8", False, 8), Setting("all tokens, --window 8", True, 8))
+INT8_BUNDLE = Path("artifacts/bench/int8/bundle")  # what `python -m zipvlm.bench.int8` writes
 
 
 def full_bundle(cache: Path) -> Path:
@@ -60,7 +64,7 @@ def run_setting(bundle: Path, setting: Setting, answers: int, new_tokens: int) -
     command = [sys.executable, "-m", "zipvlm.runtime.cli", "stream", "--bundle", str(bundle),
                "--source", "synthetic", "--fps", "30", "--prompt", QUESTION, "--json",
                "--window", str(setting.window), "--max-new-tokens", str(new_tokens),
-               "--max-frames", str(answers + setting.window)]
+               "--max-frames", str(answers + setting.window), "--vision-graph", setting.vision_graph]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"zipvlm stream failed: {done.stderr.strip()[-2000:]}")
@@ -82,6 +86,12 @@ def summarise(setting: Setting, answers: list[dict]) -> dict:
             "frame_to_first_token_p95_ms": p95,
             "prefill_ms": statistics.median(a["timings_ms"]["prefill"] for a in answers),
             "dropped_per_answer": statistics.mean(drops), "answers": len(answers)}
+
+
+def has_int8_graph(bundle: Path) -> bool:
+    from zipvlm.runtime.bundle import INT8_GRAPH, is_bundle, load_manifest
+
+    return is_bundle(bundle) and INT8_GRAPH in load_manifest(bundle, verify_hashes=False)["files"]
 
 
 def prefix_saving(bundle: Path, system: str, repeats: int) -> dict:
@@ -112,12 +122,14 @@ def prefix_saving(bundle: Path, system: str, repeats: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zipvlm.bench.stream", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--answers", type=int, default=6, help="counted answers per setting")
+    parser.add_argument("--answers", type=int, default=12, help="counted answers per setting")
     parser.add_argument("--new-tokens", type=int, default=16, help="tokens per answer")
     parser.add_argument("--repeats", type=int, default=5, help="timed prefills per prefix figure")
     parser.add_argument("--prefix-only", action="store_true",
                         help="only the prefill saved by the cached prefix (not the stream runs)")
     parser.add_argument("--cache", type=Path, default=Path("artifacts/bench/cache"))
+    parser.add_argument("--int8-bundle", type=Path, default=INT8_BUNDLE,
+                        help="K = 64 bundle with vision.int8.onnx (python -m zipvlm.bench.int8 writes it)")
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench"))
     args = parser.parse_args(argv)
     spec = MODELS[MODEL]
@@ -131,8 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         if tokens + args.new_tokens + 64 > context:
             skipped.append(f"{setting.name}: {tokens} image tokens do not fit the {context}-token context")
             continue
+        bundle = full if setting.full else args.int8_bundle if setting.vision_graph == "int8" else zipped
+        if setting.vision_graph == "int8" and not has_int8_graph(bundle):
+            skipped.append(f"{setting.name}: {bundle} has no vision.int8.onnx (run python -m "
+                           "zipvlm.bench.int8 first)")
+            continue
         print(f"[stream] {setting.name}", file=sys.stderr)
-        answers = run_setting(full if setting.full else zipped, setting, args.answers, args.new_tokens)
+        answers = run_setting(bundle, setting, args.answers, args.new_tokens)
         rows.append(summarise(setting, answers))
     print("[stream] prefill saved by the cached prompt prefix", file=sys.stderr)
     saving = [prefix_saving(bundle, ROBOT_SYSTEM, args.repeats) for bundle in (full, zipped)]
