@@ -180,7 +180,7 @@ def _require_graph(path: Path, int8: bool, fp8: bool) -> None:
     bundle = path.parent
     if int8:
         raise ArgumentError(
-            f"--int8 builds from the Q/DQ graph {path} (TensorRT 10 takes explicit quantization), "
+            f"--int8 builds from the Q/DQ graph {path} (TensorRT takes explicit quantization), "
             f"which is missing: run zipvlm calib quantize --bundle {bundle} --frames FRAMES, "
             "or add --calib FRAMES")
     if fp8:
