@@ -14,11 +14,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
-import onnxruntime as ort
 
 from zipvlm.bench.report import machine, machine_line, markdown_table
 from zipvlm.bench.vision import interleaved_medians, ort_timer
@@ -72,16 +68,6 @@ def working_bundle(source: Path, target: Path) -> Path:
     return target
 
 
-def no_cse_timer(path: Path, threads: int) -> Callable[[np.ndarray], object]:
-    """onnxruntime as `--vision-graph int8` runs the Q/DQ graph: without common-subexpression
-    elimination (see INT8_DISABLED_OPTIMIZERS)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
-                                   disabled_optimizers=list(INT8_DISABLED_OPTIMIZERS))
-    return lambda pixels: session.run(None, {"pixel_values": pixels})
-
-
 def time_graphs(bundle: Path, frame_set: Path, repeats: int, threads: int) -> dict[str, float]:
     """Median batch-1 ms of the graphs on one preprocessed frame, runs interleaved."""
     frames = load_frame_set(frame_set)
@@ -89,7 +75,9 @@ def time_graphs(bundle: Path, frame_set: Path, repeats: int, threads: int) -> di
     pixels = next(frames.pixel_values(frames.frames[:1], spec))
     runners = {"float": ort_timer(bundle / FLOAT_GRAPH, threads),
                "int8": ort_timer(bundle / INT8_GRAPH, threads),
-               "int8_no_cse": no_cse_timer(bundle / INT8_GRAPH, threads)}
+               # as `--vision-graph int8` runs it: common-subexpression elimination off
+               "int8_no_cse": ort_timer(bundle / INT8_GRAPH, threads,
+                                        disabled_optimizers=INT8_DISABLED_OPTIMIZERS)}
     return interleaved_medians(runners, pixels, repeats)
 
 

@@ -117,12 +117,14 @@ def build_random(shape: TowerShape, attn: str):
     return tower, projector, tower_spec(vision, shape.feature_layer)
 
 
-def ort_timer(path: Path, threads: int, optimize: bool = True) -> Callable[[np.ndarray], object]:
+def ort_timer(path: Path, threads: int, optimize: bool = True,
+              disabled_optimizers: tuple[str, ...] = ()) -> Callable[[np.ndarray], object]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=list(disabled_optimizers))
     name = session.get_inputs()[0].name
     return lambda pixels: session.run(None, {name: pixels})
 
