@@ -18,11 +18,10 @@ from pathlib import Path
 
 from zipvlm.bench.report import machine, machine_line, markdown_table
 from zipvlm.bench.vision import interleaved_medians, ort_timer
+from zipvlm.bundle.format import FLOAT_GRAPH, INT8_GRAPH, MANIFEST_NAME, Bundle, is_bundle
 from zipvlm.calib.collect import CollectOptions, collect
 from zipvlm.calib.frames import load_frame_set
 from zipvlm.calib.quantize import QuantizeOptions, quantize_bundle
-from zipvlm.runtime.bundle import FLOAT_GRAPH, INT8_GRAPH, MANIFEST_NAME, is_bundle, load_manifest
-from zipvlm.runtime.preprocess import PreprocessSpec
 from zipvlm.runtime.providers import INT8_DISABLED_OPTIMIZERS
 
 SOURCE_BUNDLE = Path("artifacts/bench/cache/Qwen2-0.5B/bundle-int8")  # K = 64 vision.onnx
@@ -71,7 +70,7 @@ def working_bundle(source: Path, target: Path) -> Path:
 def time_graphs(bundle: Path, frame_set: Path, repeats: int, threads: int) -> dict[str, float]:
     """Median batch-1 ms of the graphs on one preprocessed frame, runs interleaved."""
     frames = load_frame_set(frame_set)
-    spec = PreprocessSpec.from_manifest(load_manifest(bundle, verify_hashes=False)["preprocess"])
+    spec = Bundle.open(bundle, verify_hashes=False).preprocess
     pixels = next(frames.pixel_values(frames.frames[:1], spec))
     runners = {"float": ort_timer(bundle / FLOAT_GRAPH, threads),
                "int8": ort_timer(bundle / INT8_GRAPH, threads),
@@ -98,10 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     report = quantize_bundle(bundle, args.out / "frames",
                              QuantizeOptions(holdout=args.holdout, threads=args.threads))
     ms = time_graphs(bundle, args.out / "frames", args.repeats, args.threads)
-    manifest = load_manifest(bundle, verify_hashes=False)
     row = {
         "tower": "CLIP ViT-L/14-336 -> 896 (random weights)",
-        "kept": manifest["visionzip"]["num_image_tokens"],
+        "kept": Bundle.open(bundle, verify_hashes=False).selection.num_image_tokens,
         "float_ms": ms["float"], "int8_ms": ms["int8"], "speedup": ms["float"] / ms["int8"],
         "int8_no_cse_ms": ms["int8_no_cse"], "speedup_no_cse": ms["float"] / ms["int8_no_cse"],
         "cosine_mean": report.cosine.mean, "cosine_min": report.cosine.min,

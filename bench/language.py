@@ -70,10 +70,10 @@ class Prepared:
 
 def prepare(name: str, spec: TinySpec, plan: BenchPlan, cache: Path) -> Prepared:
     """Build (or reuse) the random folder, one bundle per precision and the vision graphs."""
+    from zipvlm.bundle.format import is_bundle
     from zipvlm.export.pipeline import ExportOptions, export_bundle
     from zipvlm.export.vision import export_vision_graph
-    from zipvlm.models.llava import load_vision_graph, open_llava_folder, token_counts
-    from zipvlm.runtime.bundle import is_bundle
+    from zipvlm.models.llava import image_token_count, load_vision_graph, open_llava_folder
 
     root = cache / name
     folder = root / "llava"
@@ -92,7 +92,7 @@ def prepare(name: str, spec: TinySpec, plan: BenchPlan, cache: Path) -> Prepared
     llava = open_llava_folder(folder)
     graphs = {}
     for selection in plan.selections:
-        tokens, _ = token_counts(llava, selection)
+        tokens = image_token_count(llava, selection)
         graphs[tokens] = root / f"vision-{tokens}.onnx"
         if not graphs[tokens].exists():
             print(f"[{name}] vision graph, {tokens} tokens", file=sys.stderr)
@@ -141,7 +141,7 @@ def run_peak_rss_mb(bundle: Path, workdir: Path, new_tokens: int) -> float:
 
     frame = workdir / "frame.png"
     cv2.imwrite(str(frame), camera_frame())
-    command = [sys.executable, "-m", "zipvlm.runtime.cli", "run", "--bundle", str(bundle), "--image",
+    command = [sys.executable, "-m", "zipvlm.cli", "run", "--bundle", str(bundle), "--image",
                str(frame), "--prompt", QUESTION, "--max-new-tokens", str(new_tokens), "--json"]
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)

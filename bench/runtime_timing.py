@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from zipvlm.runtime.answer import BundlePipeline, GenerationOptions
+from zipvlm.runtime.backends.ort import OrtVisionRunner
+from zipvlm.runtime.generation import GenerationOptions
+from zipvlm.runtime.pipeline import BundlePipeline
 from zipvlm.runtime.preprocess import preprocess
-from zipvlm.runtime.prompt import PromptBuilder, PromptSpec
-from zipvlm.runtime.providers import VisionRunner
+from zipvlm.runtime.prompt import PromptBuilder
 
 QUESTION = "What is in front of the robot, and is the path clear?"
 FRAME_SHAPE = (480, 640, 3)  # a VGA camera frame
@@ -78,23 +79,21 @@ def time_generation(pipeline: BundlePipeline, embeds: np.ndarray, ids: list[int]
 def measure(bundle: Path, graphs: dict[int, Path], repeats: int, new_tokens: int, threads: int,
             time_vision: bool) -> dict:
     start = time.perf_counter()
-    pipeline = BundlePipeline(bundle, threads=threads)
+    pipeline = BundlePipeline.open(bundle, threads=threads)
     load_s = time.perf_counter() - start
-    manifest = json.loads((bundle / "manifest.json").read_text())
     frame = camera_frame()
     rows = []
     for tokens, graph in graphs.items():
-        vision = VisionRunner.open(graph, "cpu", threads)
-        pixels = preprocess(frame, pipeline.preprocess_spec)
-        embeds = vision(pixels)
+        vision = OrtVisionRunner.open(graph, "cpu", threads)
+        pixels = preprocess(frame, pipeline.bundle.preprocess)
+        embeds = vision(pixels).image_embeds
         if embeds.shape[1] != tokens:
             raise SystemExit(f"{graph} gives {embeds.shape[1]} image tokens, expected {tokens}")
-        prompts = PromptBuilder(bundle, PromptSpec(manifest["image_token_id"], tokens,
-                                                   manifest["chat_template"]))
+        prompts = PromptBuilder(pipeline.bundle, tokens)
         ids = prompts.encode(prompts.chat_text(QUESTION))
         row = {"image_tokens": tokens, "prompt_tokens": len(ids)}
         if time_vision:
-            row["preprocess_ms"] = median_ms(partial(preprocess, frame, pipeline.preprocess_spec), repeats)
+            row["preprocess_ms"] = median_ms(partial(preprocess, frame, pipeline.bundle.preprocess), repeats)
             row["vision_ms"] = median_ms(partial(vision, pixels), repeats)
         row.update(time_generation(pipeline, embeds, ids, new_tokens, repeats))
         rows.append(row)

@@ -50,8 +50,8 @@ INT8_BUNDLE = Path("artifacts/bench/int8/bundle")  # what `python -m zipvlm.benc
 
 def full_bundle(cache: Path) -> Path:
     """The --no-zip int8 bundle of the language bench's 0.5B folder (built once)."""
+    from zipvlm.bundle.format import is_bundle
     from zipvlm.export.pipeline import ExportOptions, export_bundle
-    from zipvlm.runtime.bundle import is_bundle
 
     out = cache / MODEL / "bundle-int8-full"
     if not is_bundle(out):
@@ -61,7 +61,7 @@ def full_bundle(cache: Path) -> Path:
 
 
 def run_setting(bundle: Path, setting: Setting, answers: int, new_tokens: int) -> list[dict]:
-    command = [sys.executable, "-m", "zipvlm.runtime.cli", "stream", "--bundle", str(bundle),
+    command = [sys.executable, "-m", "zipvlm.cli", "stream", "--bundle", str(bundle),
                "--source", "synthetic", "--fps", "30", "--prompt", QUESTION, "--json",
                "--window", str(setting.window), "--max-new-tokens", str(new_tokens),
                "--max-frames", str(answers + setting.window), "--vision-graph", setting.vision_graph]
@@ -89,27 +89,26 @@ def summarise(setting: Setting, answers: list[dict]) -> dict:
 
 
 def has_int8_graph(bundle: Path) -> bool:
-    from zipvlm.runtime.bundle import INT8_GRAPH, is_bundle, load_manifest
+    from zipvlm.bundle.format import INT8_GRAPH, Bundle, is_bundle
 
-    return is_bundle(bundle) and INT8_GRAPH in load_manifest(bundle, verify_hashes=False)["files"]
+    return is_bundle(bundle) and Bundle.open(bundle, verify_hashes=False).has(INT8_GRAPH)
 
 
 def prefix_saving(bundle: Path, system: str, repeats: int) -> dict:
     """Prefill of the whole prompt vs prefill after the cached prefix (system prompt and the
     text before the image), median of `repeats`, with the stream's own decoder (2 threads)."""
-    from zipvlm.runtime.bundle import load_manifest
+    from zipvlm.bundle.format import Bundle
     from zipvlm.runtime.prefix_cache import DirectDecoder
-    from zipvlm.runtime.prompt import PromptBuilder, PromptSpec
+    from zipvlm.runtime.prompt import PromptBuilder
 
-    manifest = load_manifest(bundle, verify_hashes=False)
-    tokens = manifest["visionzip"]["num_image_tokens"]
-    prompts = PromptBuilder(bundle, PromptSpec(manifest["image_token_id"], tokens,
-                                               manifest["chat_template"]))
+    opened = Bundle.open(bundle, verify_hashes=False)
+    tokens = opened.selection.num_image_tokens
+    prompts = PromptBuilder(opened)
     ids = prompts.encode(prompts.chat_text(QUESTION, 1, system))
-    split = ids.index(manifest["image_token_id"])
-    decoder = DirectDecoder(bundle)
+    split = ids.index(opened.language.image_token_id)
+    decoder = DirectDecoder(opened)
     visual = np.random.default_rng(0).standard_normal(
-        (1, tokens, manifest["llm"]["hidden_size"])).astype(np.float32)
+        (1, tokens, opened.language.hidden_size)).astype(np.float32)
     _, prefix = decoder.forward(ids[:split], visual, decoder.empty)
 
     whole = median_ms(lambda: decoder.forward(ids, visual, decoder.empty), repeats)

@@ -30,6 +30,7 @@ from zipvlm.export.vision import OPSET, export_vision_graph, quiet_exporter
 from zipvlm.models.encoders import EncoderTrunk, TowerSpec, tower_spec
 from zipvlm.models.llava import VisionGraph
 from zipvlm.models.visionzip import VisionZip, VisionZipConfig
+from zipvlm.runtime.providers import ort_session
 
 
 @dataclass(frozen=True)
@@ -119,12 +120,7 @@ def build_random(shape: TowerShape, attn: str):
 
 def ort_timer(path: Path, threads: int, optimize: bool = True,
               disabled_optimizers: tuple[str, ...] = ()) -> Callable[[np.ndarray], object]:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
-                                   disabled_optimizers=list(disabled_optimizers))
+    session = ort_session(path, threads=threads, disabled_optimizers=disabled_optimizers, optimize=optimize)
     name = session.get_inputs()[0].name
     return lambda pixels: session.run(None, {name: pixels})
 

@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from zipvlm.bundle.errors import ArgumentError, ZipvlmError
+from zipvlm.bundle.format import sha256_file
 from zipvlm.calib.frames import (
     FRAMES_MANIFEST,
     Frame,
@@ -35,8 +37,6 @@ from zipvlm.calib.frames import (
     sha256_bytes,
     write_frame_manifest,
 )
-from zipvlm.runtime.bundle import sha256_file
-from zipvlm.runtime.errors import ArgumentError, ZipvlmError
 from zipvlm.runtime.sources import END, FolderReader, OpenCVReader, SourceSpec, open_reader, parse_source
 
 log = logging.getLogger("zipvlm.calib")

@@ -17,9 +17,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from zipvlm.runtime.bundle import sha256_file
-from zipvlm.runtime.errors import ZipvlmError
-from zipvlm.runtime.preprocess import PreprocessSpec, preprocess
+from zipvlm.bundle.errors import ZipvlmError
+from zipvlm.bundle.format import PreprocessSpec, sha256_file
+from zipvlm.runtime.preprocess import preprocess
 
 FRAMES_MANIFEST = "manifest.json"
 FRAMES_KIND = "zipvlm-frames"

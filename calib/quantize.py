@@ -23,7 +23,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,13 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
+from zipvlm.bundle.format import FLOAT_GRAPH, INT8_GRAPH, Bundle, PreprocessSpec
+from zipvlm.bundle.graph_checks import QDQ_OPS, check_qdq_placement, check_vision_graph
 from zipvlm.calib.frames import Frame, FrameSet, load_frame_set
 from zipvlm.calib.selection import QUANTIZED_OPS, float_nodes
-from zipvlm.runtime.bundle import FLOAT_GRAPH, INT8_GRAPH, load_manifest, write_manifest
-from zipvlm.runtime.graph_checks import QDQ_OPS, check_qdq_placement, check_vision_graph
-from zipvlm.runtime.preprocess import PreprocessSpec
-from zipvlm.runtime.providers import INT8_DISABLED_OPTIMIZERS
+from zipvlm.runtime.agreement import cosine, keep_iou, shared_token_cosine
+from zipvlm.runtime.logs import quiet_root_logger
+from zipvlm.runtime.providers import INT8_DISABLED_OPTIMIZERS, ort_session
 
 log = logging.getLogger("zipvlm.calib")
 
@@ -107,36 +107,12 @@ class _Frames:
         return None if pixels is None else {self.input_name: pixels}
 
 
-@contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """quantize_static warns through the root logger (and would install a handler on it)."""
-    root = logging.getLogger()
-    level, guard = root.level, logging.NullHandler()
-    root.addHandler(guard)
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.removeHandler(guard)
-        root.setLevel(level)
-
-
-def io_shapes(path: Path) -> dict[str, list]:
-    """The graph's input and output shapes, batch as None (what check_vision_graph expects)."""
-    model = onnx.load(str(path), load_external_data=False)
-    shapes = {}
-    for value in list(model.graph.input) + list(model.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        shapes[value.name] = [None] + [d.dim_value for d in dims[1:]]
-    return shapes
-
-
 def quantize_graph(source: Path, target: Path, calibration: _Frames) -> int:
     """Write the Q/DQ graph to `target`; return how many nodes were kept in float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     keep_float = float_nodes(onnx.load(str(source), load_external_data=False))
-    with _quiet_root_logger():
+    with quiet_root_logger():
         quantize_static(
             str(source), str(target), calibration,
             quant_format=QuantFormat.QDQ,
@@ -162,37 +138,14 @@ def quantize_graph(source: Path, target: Path, calibration: _Frames) -> int:
     return len(keep_float)
 
 
-def _session(path: Path, threads: int, optimize: bool = True, disabled_optimizers: tuple[str, ...] = ()):
-    import onnxruntime as ort
-
-    session_options = ort.SessionOptions()
-    session_options.intra_op_num_threads = threads
-    if not optimize:  # no fusion into int8 kernels: every Q/DQ runs as written
-        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(disabled_optimizers))
-
-
-def _shared_rows(embeds: np.ndarray, keep: np.ndarray, shared: np.ndarray) -> np.ndarray:
-    """The dominant rows (they follow keep order) of the tokens in `shared`."""
-    return embeds[np.searchsorted(keep, shared)].ravel().astype(np.float64)
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
 def accuracy(reference: list[tuple[np.ndarray, np.ndarray]],
              quantized: list[tuple[np.ndarray, np.ndarray]]) -> Accuracy:
     """Compare per-frame (image_embeds (K, H), keep_indices (D,)) pairs of two graphs."""
     cosines, ious, whole = [], [], []
     for (ref_embeds, ref_keep), (q_embeds, q_keep) in zip(reference, quantized, strict=True):
-        shared = np.intersect1d(ref_keep, q_keep)
-        cosines.append(_cosine(_shared_rows(ref_embeds, ref_keep, shared),
-                               _shared_rows(q_embeds, q_keep, shared)))
-        ious.append(len(shared) / len(np.union1d(ref_keep, q_keep)))
-        whole.append(_cosine(ref_embeds, q_embeds))
+        cosines.append(shared_token_cosine(ref_embeds, ref_keep, q_embeds, q_keep))
+        ious.append(keep_iou(ref_keep, q_keep))
+        whole.append(cosine(ref_embeds, q_embeds))
     return Accuracy(Stat.of(cosines), Stat.of(ious), Stat.of(whole))
 
 
@@ -200,8 +153,10 @@ def compare(float_path: Path, int8_path: Path, frame_set: FrameSet, frames: tupl
             spec: PreprocessSpec, threads: int = 0) -> tuple[Accuracy, Accuracy]:
     """INT8 against float on `frames`: (Q/DQ as written, onnxruntime's fused int8 kernels as
     `--vision-graph int8` runs them)."""
-    sessions = [_session(float_path, threads), _session(int8_path, threads, optimize=False),
-                _session(int8_path, threads, disabled_optimizers=INT8_DISABLED_OPTIMIZERS)]
+    # Q/DQ as written (no fusion into int8 kernels: every Q/DQ runs), then as the runtime runs it.
+    sessions = [ort_session(float_path, threads=threads),
+                ort_session(int8_path, threads=threads, optimize=False),
+                ort_session(int8_path, threads=threads, disabled_optimizers=INT8_DISABLED_OPTIMIZERS)]
     outputs: list[list[tuple[np.ndarray, np.ndarray]]] = [[], [], []]
     pixels = frame_set.pixel_values(frames, spec)
     for batch in tqdm(pixels, total=len(frames), desc="compare", unit="frame", disable=None):
@@ -209,12 +164,6 @@ def compare(float_path: Path, int8_path: Path, frame_set: FrameSet, frames: tupl
             embeds, keep = session.run(["image_embeds", "keep_indices"], {"pixel_values": batch})
             out.append((embeds[0], keep[0]))
     return accuracy(outputs[0], outputs[1]), accuracy(outputs[0], outputs[2])
-
-
-def _record_in_manifest(bundle: Path, manifest: dict[str, Any], entry: dict[str, Any]) -> None:
-    body = {k: v for k, v in manifest.items() if k not in ("format_version", "files")}
-    body["graphs"] = {**body["graphs"], INT8_GRAPH: entry}
-    write_manifest(bundle, body)
 
 
 def quantize_bundle(bundle: Path, frames: Path,
@@ -226,9 +175,8 @@ def quantize_bundle(bundle: Path, frames: Path,
     """
     import onnxruntime as ort
 
-    bundle, frames = Path(bundle), Path(frames)
-    manifest = load_manifest(bundle)
-    spec = PreprocessSpec.from_manifest(manifest["preprocess"])
+    opened, frames = Bundle.open(bundle), Path(frames)
+    bundle, spec = opened.path, opened.preprocess
     frame_set = load_frame_set(frames)
     calibration, held_out = frame_set.split(options.holdout)
     source = bundle / FLOAT_GRAPH
@@ -245,7 +193,7 @@ def quantize_bundle(bundle: Path, frames: Path,
                  kept_float)
 
         start = time.perf_counter()
-        graph = check_vision_graph(work / INT8_GRAPH, io_shapes(source), extra_ops=QDQ_OPS)
+        graph = check_vision_graph(work / INT8_GRAPH, opened.vision_io(), extra_ops=QDQ_OPS)
         check_qdq_placement(onnx.load(str(work / INT8_GRAPH), load_external_data=False))
         timing["check"] = time.perf_counter() - start
         log.info("check    %6.1f s  op set ok; %d QuantizeLinear, %d DequantizeLinear; per-channel "
@@ -276,10 +224,10 @@ def quantize_bundle(bundle: Path, frames: Path,
     )
     (bundle / REPORT).parent.mkdir(exist_ok=True)
     (bundle / REPORT).write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    _record_in_manifest(bundle, manifest, {
+    opened.with_graph(INT8_GRAPH, {
         "dtype": "int8", "quantization": "qdq-static", "io_dtype": "float32",
         "report": str(REPORT), "calibration_frames": len(calibration),
-    })
+    }).write()
     log.info("compare  %6.1f s  %d held-out frames: cosine mean %.4f min %.4f, keep IoU mean %.3f "
              "min %.3f (onnxruntime's int8 kernels: %.4f, %.3f) -> %s", timing["compare"],
              len(held_out), written.cosine.mean, written.cosine.min, written.keep_iou.mean,

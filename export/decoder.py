@@ -13,7 +13,6 @@ cache and sampling; both graphs are plain ONNX that onnxruntime alone runs too.
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 import tempfile
@@ -23,15 +22,15 @@ import onnx
 import torch
 from torch import nn
 
+from zipvlm.bundle.errors import ExportError
+from zipvlm.bundle.format import DECODER_GRAPH, EMBED_GRAPH, GENAI_CONFIG
 from zipvlm.export.vision import OPSET, quiet_exporter
 from zipvlm.models.language import write_language_model_folder
 from zipvlm.models.llava import LlavaFolder
-from zipvlm.runtime.errors import ExportError
+from zipvlm.runtime.logs import quiet_root_logger
 
 # --quant -> the builder's precision; int8 is onnxruntime's dynamic quantization of the fp32 graph.
 QUANT_PRECISION = {"none": "fp32", "int4": "int4", "int8": "fp32"}
-DECODER_NAME = "decoder.onnx"
-EMBED_NAME = "embed.onnx"
 
 
 class EmbedWithImages(nn.Module):
@@ -91,7 +90,7 @@ def build_decoder(lm_folder: Path, out: Path, quant: str) -> dict:
         graph = built / "model.onnx"
         if quant == "int8":
             graph = _quantize_int8(graph, built / "model.int8.onnx")
-        _move_graph(graph, out / DECODER_NAME)
+        _move_graph(graph, out / DECODER_GRAPH)
         return json.loads((built / "genai_config.json").read_text())
 
 
@@ -100,23 +99,10 @@ def _quantize_int8(source: Path, target: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # Its advice to run shape pre-processing is for static (calibrated) quantization.
-    advice = _DropMessages("pre-processing before quantization")
-    logging.getLogger().addFilter(advice)
-    try:
+    with quiet_root_logger():
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
                          op_types_to_quantize=["MatMul"], use_external_data_format=True)
-    finally:
-        logging.getLogger().removeFilter(advice)
     return target
-
-
-class _DropMessages(logging.Filter):
-    def __init__(self, fragment: str):
-        super().__init__()
-        self.fragment = fragment
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.fragment not in record.getMessage()
 
 
 def _move_graph(source: Path, target: Path) -> None:
@@ -148,12 +134,12 @@ def pipeline_config(config: dict, eos_token_ids: list[int], threads: int) -> dic
     past = [f"past_key_values.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
     present = [f"present.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
     decoder["inputs"]["input_ids"] = "input_ids"
-    decoder["filename"] = DECODER_NAME
+    decoder["filename"] = DECODER_GRAPH
     decoder["session_options"]["intra_op_num_threads"] = threads
     decoder["pipeline"] = [{
-        "embed": {"filename": EMBED_NAME, "inputs": ["input_ids", "visual_embeds"],
+        "embed": {"filename": EMBED_GRAPH, "inputs": ["input_ids", "visual_embeds"],
                   "outputs": ["inputs_embeds"]},
-        "decoder": {"filename": DECODER_NAME,
+        "decoder": {"filename": DECODER_GRAPH,
                     "inputs": ["inputs_embeds", "attention_mask", *past],
                     "outputs": ["logits", *present]},
     }]
@@ -171,6 +157,6 @@ def export_language(folder: LlavaFolder, out: Path, quant: str, eos_token_ids: l
     with tempfile.TemporaryDirectory(prefix="zipvlm-lm-") as work:
         lm = write_language_model_folder(folder, Path(work))
         config = build_decoder(lm.path, out, quant)
-        export_embed(lm.embed_tokens, folder.config.image_token_id, out / EMBED_NAME)
+        export_embed(lm.embed_tokens, folder.config.image_token_id, out / EMBED_GRAPH)
     config = pipeline_config(config, eos_token_ids, threads)
-    (out / "genai_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (out / GENAI_CONFIG).write_text(json.dumps(config, indent=2) + "\n")

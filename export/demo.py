@@ -33,12 +33,13 @@ def run_demo(workdir: Path, seconds: float = 10.0) -> Path:
 
 def _stream(bundle: Path, seconds: float) -> None:
     """Stream the synthetic source through the bundle (no PyTorch), printing every answer."""
-    from zipvlm.runtime.answer import BundlePipeline, GenerationOptions
+    from zipvlm.runtime.generation import GenerationOptions
     from zipvlm.runtime.grabber import FrameGrabber
+    from zipvlm.runtime.pipeline import BundlePipeline
     from zipvlm.runtime.sources import open_reader, parse_source
     from zipvlm.runtime.stream import StreamOptions, stream_answers
 
-    pipeline = BundlePipeline(bundle)
+    pipeline = BundlePipeline.open(bundle)
     options = StreamOptions("What is in the image?", every_s=0.5, generation=GenerationOptions(12))
     stop = threading.Event()
     timer = threading.Timer(seconds, stop.set)

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from zipvlm.bundle.errors import VerificationError
 from zipvlm.export.onnx_io import save_model
 from zipvlm.export.verify import run_onnx
-from zipvlm.runtime.errors import VerificationError
+from zipvlm.runtime.agreement import keep_iou, shared_token_cosine
 
 # Module scopes (from the exporter's node metadata) that may run in float16.
 HALF_SCOPES = ("trunk.embeddings", "trunk.pre_norm", "trunk.layers.", "projector")
@@ -83,33 +84,14 @@ def convert_to_fp16(source: Path, target: Path) -> Path:
     return save_model(half, target)
 
 
-def keep_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over images of |A ∩ B| / |A ∪ B| for two (B, D) index arrays."""
-    scores = [len(set(x) & set(y)) / len(set(x) | set(y)) for x, y in zip(a, b, strict=True)]
-    return float(np.mean(scores))
-
-
-def _shared_token_cosine(ref_embeds: np.ndarray, ref_keep: np.ndarray,
-                         half_embeds: np.ndarray, half_keep: np.ndarray) -> float:
-    """Cosine of one image's dominant-token embeddings, over the tokens both graphs kept.
-
-    Dominant rows follow keep order, so one swapped token shifts every later row;
-    matching by token index compares like with like.
-    """
-    shared = np.intersect1d(ref_keep, half_keep)
-    ref = ref_embeds[np.searchsorted(ref_keep, shared)].ravel().astype(np.float64)
-    half = half_embeds[np.searchsorted(half_keep, shared)].ravel().astype(np.float64)
-    return float(ref @ half / (np.linalg.norm(ref) * np.linalg.norm(half)))
-
-
 def verify_fp16(float_path: Path, half_path: Path, pixels: np.ndarray,
                 tolerance: Fp16Tolerance = FP16_TOLERANCE) -> Fp16Result:
     """Compare the float16 graph with the float32 one; raise VerificationError below tolerance."""
     ref_embeds, ref_keep = run_onnx(float_path, pixels)
     half_embeds, half_keep = run_onnx(half_path, pixels)
-    cosines = [_shared_token_cosine(*pair) for pair in zip(ref_embeds, ref_keep, half_embeds,
-                                                            half_keep, strict=True)]
-    result = Fp16Result(keep_iou=keep_iou(ref_keep, half_keep), cosine=min(cosines))
+    pairs = list(zip(ref_embeds, ref_keep, half_embeds, half_keep, strict=True))
+    result = Fp16Result(keep_iou=float(np.mean([keep_iou(a, b) for _, a, _, b in pairs])),
+                        cosine=min(shared_token_cosine(*pair) for pair in pairs))
     if result.keep_iou < tolerance.keep_iou or result.cosine < tolerance.cosine:
         raise VerificationError(
             f"float16 graph drifts from float32: kept-index IoU {result.keep_iou:.3f} "

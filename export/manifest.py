@@ -1,4 +1,4 @@
-"""What the manifest says about the source folder: preprocessing, tokens, template.
+"""The bundle's description of its source folder: preprocessing, tokens, template.
 
 The runtime reproduces the folder's image processor from `preprocess` alone, so
 every field it needs is spelled out here rather than left to a processor class.
@@ -11,9 +11,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from zipvlm.bundle.errors import ModelFolderError
+from zipvlm.bundle.format import (
+    Bundle,
+    LanguageSection,
+    PreprocessSpec,
+    SelectionSection,
+    VisionSection,
+)
 from zipvlm.models.llava import LlavaFolder
 from zipvlm.models.visionzip import VisionZipConfig
-from zipvlm.runtime.errors import ModelFolderError
 
 # Files copied verbatim from the model folder when present (tokenizer.json is required).
 COPIED_FILES = (
@@ -39,24 +46,24 @@ def copy_model_files(folder: Path, out: Path) -> list[str]:
     return copied
 
 
-def preprocess_spec(pre: dict[str, Any], image_size: int) -> dict[str, Any]:
+def preprocess_spec(pre: dict[str, Any], image_size: int) -> PreprocessSpec:
     """The image processor's steps as plain data: resize, crop, pad, rescale, normalise."""
     size = pre.get("size", {"height": image_size, "width": image_size})
     crop = pre.get("crop_size") if pre.get("do_center_crop") else None
     if isinstance(crop, int):
         crop = {"height": crop, "width": crop}
     normalize = pre.get("do_normalize", True)
-    return {
-        "image_size": image_size,
-        "convert_rgb": bool(pre.get("do_convert_rgb", True)),
-        "pad_to_square": bool(pre.get("do_pad", False)),
-        "resize": size if pre.get("do_resize", True) else None,
-        "resample": PIL_RESAMPLE.get(pre.get("resample", 3), "bicubic"),
-        "center_crop": crop,
-        "rescale_factor": pre.get("rescale_factor", 1 / 255) if pre.get("do_rescale", True) else 1.0,
-        "mean": pre.get("image_mean", [0.0] * 3) if normalize else [0.0] * 3,
-        "std": pre.get("image_std", [1.0] * 3) if normalize else [1.0] * 3,
-    }
+    return PreprocessSpec(
+        image_size=image_size,
+        convert_rgb=bool(pre.get("do_convert_rgb", True)),
+        pad_to_square=bool(pre.get("do_pad", False)),
+        resize=size if pre.get("do_resize", True) else None,
+        resample=PIL_RESAMPLE.get(pre.get("resample", 3), "bicubic"),
+        center_crop=crop,
+        rescale_factor=pre.get("rescale_factor", 1 / 255) if pre.get("do_rescale", True) else 1.0,
+        mean=pre.get("image_mean", [0.0] * 3) if normalize else [0.0] * 3,
+        std=pre.get("image_std", [1.0] * 3) if normalize else [1.0] * 3,
+    )
 
 
 def chat_template(folder: Path) -> str | None:
@@ -85,34 +92,25 @@ def eos_token_ids(folder: Path, text_config: Any) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos)
 
 
-def build_manifest(folder: LlavaFolder, zip_config: VisionZipConfig | None, num_image_tokens: int,
-                   eos_ids: list[int], graphs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The manifest body (format version and sha256s are added by write_manifest)."""
+def describe_bundle(directory: Path, folder: LlavaFolder, zip_config: VisionZipConfig | None,
+                    num_image_tokens: int, eos_ids: list[int], graphs: dict[str, dict[str, Any]]) -> Bundle:
+    """The bundle written to `directory` (its files are hashed by `Bundle.write`)."""
     tower = folder.tower
     text = folder.config.text_config
-    return {
-        "model_family": f"llava/{tower.family}/{text.model_type}",
-        "source_model": str(folder.path.resolve()),
-        "vision": {
-            "tower": tower.family,
-            "has_cls": tower.has_cls,
-            "image_size": tower.image_size,
-            "patch_size": tower.patch_size,
-            "num_tokens": tower.num_tokens,
-            "feature_layer": tower.feature_layer,
-            "layer_index": tower.layer_index,
-        },
-        "preprocess": preprocess_spec(folder.preprocessor, tower.image_size),
-        "visionzip": {
-            "enabled": zip_config is not None,
-            "dominant": zip_config.dominant if zip_config else None,
-            "contextual": zip_config.contextual if zip_config else None,
-            "num_image_tokens": num_image_tokens,
-        },
-        "llm": {"model_type": text.model_type, "hidden_size": folder.llm_hidden_size},
-        "image_token_id": folder.config.image_token_id,
-        "eos_token_ids": eos_ids,  # the same list genai_config.json stops on
-        "generator": "onnxruntime-genai decoder-pipeline (genai_config.json)",
-        "chat_template": chat_template(folder.path),
-        "graphs": graphs,
-    }
+    return Bundle(
+        path=directory,
+        model_family=f"llava/{tower.family}/{text.model_type}",
+        source_model=str(folder.path.resolve()),
+        vision=VisionSection(tower=tower.family, has_cls=tower.has_cls, image_size=tower.image_size,
+                             patch_size=tower.patch_size, num_tokens=tower.num_tokens,
+                             feature_layer=tower.feature_layer, layer_index=tower.layer_index),
+        selection=SelectionSection(enabled=zip_config is not None,
+                                   dominant=zip_config.dominant if zip_config else None,
+                                   contextual=zip_config.contextual if zip_config else None,
+                                   num_image_tokens=num_image_tokens),
+        preprocess=preprocess_spec(folder.preprocessor, tower.image_size),
+        language=LanguageSection(model_type=text.model_type, hidden_size=folder.llm_hidden_size,
+                                 image_token_id=folder.config.image_token_id,
+                                 eos_token_ids=tuple(eos_ids), chat_template=chat_template(folder.path)),
+        graphs=graphs,
+    )

@@ -16,16 +16,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from zipvlm.bundle.errors import ArgumentError
+from zipvlm.bundle.format import DECODER_GRAPH, EMBED_GRAPH, FLOAT_GRAPH, FP16_GRAPH, is_bundle
+from zipvlm.bundle.graph_checks import check_vision_graph
 from zipvlm.export.decoder import export_language
 from zipvlm.export.fp16 import FP16_TOLERANCE, convert_to_fp16, verify_fp16
-from zipvlm.export.manifest import build_manifest, copy_model_files, eos_token_ids
+from zipvlm.export.manifest import copy_model_files, describe_bundle, eos_token_ids
 from zipvlm.export.verify import sample_pixels, verify_against_torch
 from zipvlm.export.vision import export_vision_graph
-from zipvlm.models.llava import load_vision_graph, open_llava_folder, token_counts
+from zipvlm.models.llava import image_token_count, load_vision_graph, open_llava_folder
 from zipvlm.models.visionzip import VisionZipConfig
-from zipvlm.runtime.bundle import FP16_GRAPH, is_bundle, write_manifest
-from zipvlm.runtime.errors import ArgumentError
-from zipvlm.runtime.graph_checks import check_vision_graph
 
 log = logging.getLogger("zipvlm.export")
 
@@ -75,7 +75,7 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
         folder = open_llava_folder(options.model)
         graph = load_vision_graph(folder, options.zip)
         tower = folder.tower
-        num_image_tokens, kept = token_counts(folder, options.zip)
+        num_image_tokens = image_token_count(folder, options.zip)
         keeps = (f"keep D={options.zip.dominant} + C={options.zip.contextual}"
                  if options.zip else f"no VisionZip ('{folder.select_strategy}' selection)")
         note.append(
@@ -88,16 +88,15 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
     work = Path(tempfile.mkdtemp(prefix=f".{options.out.name}.", dir=options.out.parent))
     work.chmod(0o755)  # mkdtemp's 0700 would make the bundle private to this user
     try:
-        vision = work / "vision.onnx"
+        vision = work / FLOAT_GRAPH
         with stage("trace") as note:
             export_vision_graph(graph, tower.image_size, vision)
             note.append(f"saved {vision.name} ({human_size(vision)})")
+        eos = eos_token_ids(folder.path, folder.config.text_config)
+        graphs = {FLOAT_GRAPH: {"dtype": "float32", "quantization": "none"}}
+        bundle = describe_bundle(work, folder, options.zip, num_image_tokens, eos, graphs)
+        expected = bundle.vision_io()
         with stage("check") as note:
-            expected = {
-                "pixel_values": [None, 3, tower.image_size, tower.image_size],
-                "image_embeds": [None, num_image_tokens, folder.llm_hidden_size],
-                "keep_indices": [None, kept],
-            }
             report = check_vision_graph(vision, expected)
             note.append(
                 f"onnx.checker ok; {len(report.op_counts)} op types, none of NonZero/Loop/If/"
@@ -111,7 +110,6 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
                 f"onnxruntime vs PyTorch on {result.batch} images: kept indices identical, "
                 f"max |image_embeds diff| {result.max_abs_diff:.1e} (atol 1e-04)"
             )
-        graphs = {"vision.onnx": {"dtype": "float32", "quantization": "none"}}
         if options.fp16:
             with stage("fp16") as note:
                 half = convert_to_fp16(vision, work / FP16_GRAPH)
@@ -123,7 +121,6 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
                     f"(tolerance IoU >= {FP16_TOLERANCE.keep_iou}, cosine >= {FP16_TOLERANCE.cosine})"
                 )
             graphs[FP16_GRAPH] = {"dtype": "float16", "quantization": "none", "io_dtype": "float32"}
-        eos = eos_token_ids(folder.path, folder.config.text_config)
         with stage("decoder") as note:
             export_language(folder, work, options.quant, eos)
             decoder = work / "decoder.onnx"
@@ -131,20 +128,19 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
             note.append(f"saved decoder.onnx ({human_size(weights if weights.exists() else decoder)}, "
                         f"{options.quant if options.quant != 'none' else 'float32'} weights) and "
                         "embed.onnx, chained in genai_config.json")
-        graphs["decoder.onnx"] = {"dtype": "float32", "quantization": options.quant,
+        graphs[DECODER_GRAPH] = {"dtype": "float32", "quantization": options.quant,
                                   "inputs": "inputs_embeds, attention_mask, past_key_values.*"}
-        graphs["embed.onnx"] = {"dtype": "float32", "quantization": "none",
+        graphs[EMBED_GRAPH] = {"dtype": "float32", "quantization": "none",
                                 "inputs": "input_ids, visual_embeds"}
         with stage("bundle") as note:
             copy_model_files(folder.path, work)
-            manifest = write_manifest(work, build_manifest(folder, options.zip, num_image_tokens,
-                                                           eos, graphs))
+            written = bundle.write()
             _replace_dir(work, options.out)
-            note.append(f"manifest.json with sha256 of {len(manifest['files'])} files -> {options.out}")
+            note.append(f"manifest.json with sha256 of {len(written.files)} files -> {options.out}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ExportSummary(out=options.out, max_abs_diff=result.max_abs_diff,
-                         files=sorted(manifest["files"]))
+                         files=sorted(written.files))
 
 
 def check_out_dir(out: Path) -> None:

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
-from zipvlm.runtime.errors import VerificationError
+from zipvlm.bundle.errors import VerificationError
+from zipvlm.runtime.providers import ort_session
 
 FEATURE_ATOL = 1e-4  # float32 graph vs PyTorch, absolute, on image_embeds
 
@@ -29,9 +29,7 @@ def sample_pixels(batch: int, image_size: int, seed: int = 0) -> torch.Tensor:
 
 def run_onnx(path: Path, pixels: np.ndarray, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(image_embeds, keep_indices) from onnxruntime's CPU provider."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort_session(path, threads=threads)
     embeds, keep = session.run(["image_embeds", "keep_indices"], {"pixel_values": pixels})
     return embeds, keep
 

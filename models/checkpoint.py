@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from zipvlm.runtime.errors import ModelFolderError
+from zipvlm.bundle.errors import ModelFolderError
 
 
 @dataclass

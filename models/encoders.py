@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zipvlm.runtime.errors import ModelFolderError
+from zipvlm.bundle.errors import ModelFolderError
 
 # Hugging Face vision `model_type` -> our family name.
 TOWER_FAMILIES = {"clip_vision_model": "clip", "siglip_vision_model": "siglip"}

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from zipvlm.bundle.errors import ModelFolderError
 from zipvlm.models.checkpoint import checkpoint_files
 from zipvlm.models.llava import LlavaFolder
-from zipvlm.runtime.errors import ModelFolderError
 
 CAUSAL_LM = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
              "mistral": "MistralForCausalLM"}

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from zipvlm.bundle.errors import ModelFolderError
 from zipvlm.models.checkpoint import read_tensors
 from zipvlm.models.encoders import EncoderTrunk, TowerSpec, tower_spec
 from zipvlm.models.visionzip import VisionZip, VisionZipConfig
-from zipvlm.runtime.errors import ModelFolderError
 
 SUPPORTED_MODEL_TYPES = ("llava",)
 TOWER_PREFIXES = ("model.vision_tower.vision_model.", "model.vision_tower.",
@@ -149,13 +149,12 @@ class AllTokens(nn.Module):
         return hidden[:, self.start:], self.kept.expand(hidden.shape[0], -1)
 
 
-def token_counts(folder: LlavaFolder, zip_config: VisionZipConfig | None) -> tuple[int, int]:
-    """(K visual tokens per image, width of keep_indices) for VisionZip or the full selection."""
+def image_token_count(folder: LlavaFolder, zip_config: VisionZipConfig | None) -> int:
+    """K visual tokens per image: D + C with VisionZip, else the model's own full selection."""
     if zip_config is not None:
-        return zip_config.num_output_tokens, zip_config.dominant
+        return zip_config.num_output_tokens
     tower = folder.tower
-    full = tower.num_tokens - int(tower.has_cls and folder.select_strategy == "default")
-    return full, full
+    return tower.num_tokens - int(tower.has_cls and folder.select_strategy == "default")
 
 
 class VisionGraph(nn.Module):

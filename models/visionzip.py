@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zipvlm.runtime.errors import ArgumentError
+from zipvlm.bundle.errors import ArgumentError
 
 
 @dataclass(frozen=True)

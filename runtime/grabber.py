@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zipvlm.runtime.errors import ZipvlmError
+from zipvlm.bundle.errors import ZipvlmError
 from zipvlm.runtime.sources import END, FrameReader, SourceLost
 
 log = logging.getLogger("zipvlm.stream")

@@ -12,16 +12,23 @@ prefix serves every frame.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from zipvlm.runtime.errors import ArgumentError
-from zipvlm.runtime.providers import ort_providers
+from zipvlm.bundle.format import EMBED_GRAPH, Bundle
+from zipvlm.runtime.generation import (
+    Answer,
+    GenerationOptions,
+    TextStream,
+    check_context,
+    decode,
+    generation_timings,
+)
+from zipvlm.runtime.prompt import PromptBuilder
+from zipvlm.runtime.providers import ort_session
 
 
 @dataclass(frozen=True)
@@ -33,27 +40,18 @@ class KVCache:
 class DirectDecoder:
     """The bundle's embed.onnx and decoder.onnx as plain onnxruntime sessions."""
 
-    def __init__(self, bundle: Path, provider: str = "cpu", threads: int = 2):
+    def __init__(self, bundle: Bundle, provider: str = "cpu", threads: int = 2):
         import onnxruntime as ort
 
-        config = json.loads((Path(bundle) / "genai_config.json").read_text())["model"]
-        decoder = config["decoder"]
-        self.context_length = int(config["context_length"])
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        contract = bundle.decoder
+        self.context_length = contract.context_length
         # The decoder's attention op is not one TensorRT's provider takes: CUDA runs it.
-        providers = ort_providers("cuda" if provider == "tensorrt" else provider)
-        self.embed = ort.InferenceSession(str(Path(bundle) / "embed.onnx"), options, providers=providers)
-        self.decoder = ort.InferenceSession(str(Path(bundle) / decoder["filename"]), options,
-                                            providers=providers)
+        provider = "cuda" if provider == "tensorrt" else provider
+        self.embed = ort_session(bundle.file(EMBED_GRAPH), provider, threads)
+        self.decoder = ort_session(bundle.file(contract.filename), provider, threads)
         self.device = "cpu" if provider == "cpu" else "cuda"
-        names = decoder["inputs"], decoder["outputs"]
-        layers = range(decoder["num_hidden_layers"])
-        self.past_names = [names[0][key] % i for i in layers
-                           for key in ("past_key_names", "past_value_names")]
-        self.present_names = [names[1][key] % i for i in layers
-                              for key in ("present_key_names", "present_value_names")]
-        empty = np.zeros((1, decoder["num_key_value_heads"], 0, decoder["head_size"]), np.float32)
+        self.past_names, self.present_names = contract.past_names, contract.present_names
+        empty = np.zeros((1, contract.num_kv_heads, 0, contract.head_size), np.float32)
         self.empty = KVCache(tuple(ort.OrtValue.ortvalue_from_numpy(empty, self.device, 0)
                                    for _ in self.past_names), 0)
 
@@ -87,14 +85,6 @@ def next_token(logits: np.ndarray, temperature: float, top_p: float, rng: np.ran
     return int(rng.choice(nucleus, p=probs[nucleus] / probs[nucleus].sum()))
 
 
-@dataclass(frozen=True)
-class Generated:
-    token_ids: list[int]  # generated ids, end-of-sequence excluded
-    timings_ms: dict[str, float]  # prefill, first_token (from the call), decode_tokens_per_s
-    prefill_tokens: int  # prompt tokens this call prefilled (the prefix too, when it was new)
-    cached_tokens: int  # prompt tokens taken from the prefix cache
-
-
 class PrefixCachedGenerator:
     """Answers prompts that share their text before the first image, prefilling that text once.
 
@@ -102,9 +92,10 @@ class PrefixCachedGenerator:
     another prefix is computed once more and then reused in its turn.
     """
 
-    def __init__(self, decoder: DirectDecoder, image_token_id: int, eos_ids: set[int]):
+    def __init__(self, decoder: DirectDecoder, prompts: PromptBuilder, eos_ids: set[int]):
         self.decoder = decoder
-        self.image_token_id = image_token_id
+        self.prompts = prompts
+        self.image_token_id = prompts.spec.image_token_id
         self.eos_ids = eos_ids
         self._prefix: tuple[int, ...] = ()
         self._prefix_cache = decoder.empty
@@ -119,35 +110,28 @@ class PrefixCachedGenerator:
         self._prefix = tuple(prefix)
         return self._prefix_cache, True
 
-    def generate(self, ids: list[int], visual: np.ndarray, max_new_tokens: int, temperature: float = 0.0,
-                 top_p: float = 1.0, seed: int | None = None) -> Generated:
-        """Up to `max_new_tokens` ids after `ids`, whose image tokens take the rows of `visual`."""
-        if len(ids) + max_new_tokens > self.decoder.context_length:
-            raise ArgumentError(f"the prompt ({len(ids)} tokens) and --max-new-tokens "
-                                f"{max_new_tokens} exceed the decoder's {self.decoder.context_length}"
-                                "-token context")
+    def generate(self, ids: list[int], visual: np.ndarray, options: GenerationOptions,
+                 on_text: Callable[[str], None] | None = None) -> Answer:
+        """Up to `max_new_tokens` ids after `ids`, whose image tokens take the rows of `visual`
+        (images, K, hidden)."""
+        check_context(len(ids), options.max_new_tokens, self.decoder.context_length)
         visual = np.ascontiguousarray(visual, dtype=np.float32)
         split = ids.index(self.image_token_id) if self.image_token_id in ids else 0
-        clock, rng = time.perf_counter, np.random.default_rng(seed)
-        start = clock()
+        rng = np.random.default_rng(options.seed)
+        start = time.perf_counter()
         cache, computed = self.prefix_cache(ids[:split], visual)
         logits, cache = self.decoder.forward(ids[split:], visual, cache)
-        after_prefill = clock()
-        tokens: list[int] = []
-        first_token = None
-        while len(tokens) < max_new_tokens:
-            token = next_token(logits, temperature, top_p, rng)
-            first_token = first_token or clock()
-            if token in self.eos_ids:
-                break
-            tokens.append(token)
-            if len(tokens) < max_new_tokens:
-                logits, cache = self.decoder.forward([token], visual, cache)
-        end = clock()
-        first_token = first_token or end
-        timings = {"prefill": (after_prefill - start) * 1000,
-                   "first_token": (first_token - start) * 1000,
-                   "decode_tokens_per_s": (len(tokens) - 1) / (end - first_token) if len(tokens) > 1
-                   else 0.0}
+        after_prefill = time.perf_counter()
+        state = {"logits": logits, "cache": cache}
+
+        def advance(token: int) -> bool:
+            state["logits"], state["cache"] = self.decoder.forward([token], visual, state["cache"])
+            return True
+
+        decoded = decode(lambda: next_token(state["logits"], options.temperature, options.top_p, rng),
+                         advance, options.max_new_tokens, self.eos_ids,
+                         TextStream(self.prompts.tokenizer, on_text))
         cached = 0 if computed else split
-        return Generated(tokens, {k: round(v, 2) for k, v in timings.items()}, len(ids) - cached, cached)
+        text = self.prompts.tokenizer.decode(decoded.token_ids, skip_special_tokens=True)
+        return Answer(text, decoded.token_ids, visual.shape[0] * visual.shape[1],
+                      generation_timings(start, start, after_prefill, decoded), len(ids) - cached, cached)

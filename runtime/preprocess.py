@@ -10,13 +10,12 @@ image, and the float output matches the processor to float32 rounding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 
-from zipvlm.runtime.errors import ZipvlmError
+from zipvlm.bundle.errors import ZipvlmError
+from zipvlm.bundle.format import PreprocessSpec
 
 PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed-point coefficient precision for 8-bit images
 
@@ -34,39 +33,6 @@ def _bilinear(x: np.ndarray) -> np.ndarray:
 
 
 FILTERS = {"bicubic": (_bicubic, 2.0), "bilinear": (_bilinear, 1.0)}
-
-
-@dataclass(frozen=True)
-class PreprocessSpec:
-    """The manifest's `preprocess` section."""
-
-    image_size: int
-    convert_rgb: bool
-    pad_to_square: bool
-    resize: dict[str, int] | None  # {"shortest_edge": n} or {"height": h, "width": w}
-    resample: str  # "bicubic" or "bilinear"
-    center_crop: dict[str, int] | None
-    rescale_factor: float
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @classmethod
-    def from_manifest(cls, section: dict[str, Any]) -> PreprocessSpec:
-        if section["resample"] not in FILTERS:
-            raise ZipvlmError(
-                f"resample '{section['resample']}' is not supported (supported: {', '.join(FILTERS)})"
-            )
-        return cls(
-            image_size=section["image_size"],
-            convert_rgb=section["convert_rgb"],
-            pad_to_square=section["pad_to_square"],
-            resize=section["resize"],
-            resample=section["resample"],
-            center_crop=section["center_crop"],
-            rescale_factor=section["rescale_factor"],
-            mean=tuple(section["mean"]),
-            std=tuple(section["std"]),
-        )
 
 
 @lru_cache(maxsize=64)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from zipvlm.runtime.errors import ZipvlmError
+from zipvlm.bundle.errors import ZipvlmError
+
+if TYPE_CHECKING:
+    from zipvlm.bundle.format import Bundle
 
 SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
 
@@ -55,12 +57,16 @@ def _render_environment():
 class PromptBuilder:
     """Turns a user question (or a raw prompt) into input ids with K image positions."""
 
-    def __init__(self, bundle: Path, spec: PromptSpec):
+    def __init__(self, bundle: Bundle, num_image_tokens: int | None = None):
+        """`num_image_tokens` overrides the bundle's K (a benchmark feeding another vision graph)."""
         from tokenizers import Tokenizer
 
+        language = bundle.language
+        spec = PromptSpec(language.image_token_id, num_image_tokens or bundle.selection.num_image_tokens,
+                          language.chat_template)
         self.spec = spec
-        self.tokenizer = Tokenizer.from_file(str(Path(bundle) / "tokenizer.json"))
-        config_file = Path(bundle) / "tokenizer_config.json"
+        self.tokenizer = Tokenizer.from_file(str(bundle.file("tokenizer.json")))
+        config_file = bundle.file("tokenizer_config.json")
         config = json.loads(config_file.read_text()) if config_file.is_file() else {}
         self.special_tokens = {key: _token_text(config.get(key)) for key in SPECIAL_TOKEN_KEYS}
         self.image_token = self.tokenizer.id_to_token(spec.image_token_id)

@@ -14,12 +14,9 @@ A provider this install lacks is one clear line, not a silent fall-back to CPU.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from zipvlm.runtime.errors import ArgumentError
+from zipvlm.bundle.errors import ArgumentError
 
 PROVIDERS = ("cpu", "cuda", "tensorrt")
 ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -83,51 +80,15 @@ def genai_model(og, bundle: Path, provider: str):
     return og.Model(config)
 
 
-@dataclass
-class VisionRunner:
-    """The vision graph with its input and output bound once per shape (IO binding).
+def ort_session(path: Path, provider: str = "cpu", threads: int = 0,
+                disabled_optimizers: tuple[str, ...] = (), optimize: bool = True):
+    """The one place an onnxruntime session is made: `threads` intra-op threads (0: all cores),
+    `provider`'s chain, optional graph optimizations switched off (whole or by name)."""
+    import onnxruntime as ort
 
-    Shapes are static, so every frame reuses the same device buffers: the input is
-    copied in place and the output read back, with no allocation per frame.
-    """
-
-    session: object  # onnxruntime.InferenceSession
-    device: str = "cpu"  # "cpu" or "cuda": where the bound buffers live
-    keep_indices: np.ndarray | None = None  # (B, D) token indices the last call kept, ascending
-    _bound: dict = field(default_factory=dict)
-
-    @classmethod
-    def open(cls, path: Path, provider: str, threads: int,
-             disabled_optimizers: tuple[str, ...] = ()) -> VisionRunner:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(path), options, providers=ort_providers(provider),
-                                       disabled_optimizers=list(disabled_optimizers))
-        return cls(session, "cpu" if provider == "cpu" else "cuda")
-
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        """pixel_values (B, 3, H, W) float32 -> image_embeds (B, K, hidden) float32."""
-        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
-        binding, pixels_value = self._binding(pixels.shape)
-        pixels_value.update_inplace(pixels)
-        self.session.run_with_iobinding(binding)
-        # Copies: the bound buffers are overwritten by the next frame.
-        embeds, self.keep_indices = binding.copy_outputs_to_cpu()
-        return embeds
-
-    def _binding(self, shape: tuple[int, ...]):
-        if shape not in self._bound:
-            import onnxruntime as ort
-
-            outputs = {o.name: o for o in self.session.get_outputs()}
-            pixels_value = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, self.device, 0)
-            binding = self.session.io_binding()
-            binding.bind_ortvalue_input("pixel_values", pixels_value)
-            for name, dtype in (("image_embeds", np.float32), ("keep_indices", np.int64)):
-                value = ort.OrtValue.ortvalue_from_shape_and_type(
-                    [shape[0], *outputs[name].shape[1:]], dtype, self.device, 0)
-                binding.bind_ortvalue_output(name, value)
-            self._bound[shape] = (binding, pixels_value)
-        return self._bound[shape]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=ort_providers(provider),
+                                disabled_optimizers=list(disabled_optimizers))

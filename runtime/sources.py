@@ -17,7 +17,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from zipvlm.runtime.errors import ArgumentError, ZipvlmError
+from zipvlm.bundle.errors import ArgumentError, ZipvlmError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "tcp://")

@@ -12,6 +12,7 @@ A backend error on one frame is reported on that answer and the loop goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -21,9 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from zipvlm.runtime.answer import Answer, BundlePipeline, GenerationOptions, with_image_timings
-from zipvlm.runtime.errors import ArgumentError
+from zipvlm.bundle.errors import ArgumentError
+from zipvlm.runtime.generation import Answer, GenerationOptions, Timings
 from zipvlm.runtime.grabber import Frame, FrameGrabber
+from zipvlm.runtime.pipeline import BundlePipeline, EmbeddedImage
 
 FRAME_WAIT_S = 0.5  # how often a waiting loop checks for a stop request
 
@@ -54,11 +56,11 @@ class FrameWindow:
         self.pipeline, self.system = pipeline, system
         self.frames: deque[np.ndarray] = deque(maxlen=size)  # (1, K, hidden) each, oldest first
 
-    def add(self, image: np.ndarray) -> dict[str, float]:
-        """Run one frame through preprocessing and the vision graph; their ms."""
-        embeds, timings = self.pipeline.embed_image(image)
-        self.frames.append(embeds)
-        return timings
+    def add(self, image: np.ndarray) -> EmbeddedImage:
+        """Run one frame through preprocessing and the vision graph."""
+        seen = self.pipeline.embed_image(image)
+        self.frames.append(seen.embeds)
+        return seen
 
     def prompt_ids(self, question: str) -> list[int]:
         prompts, images = self.pipeline.prompts, len(self.frames)
@@ -67,13 +69,8 @@ class FrameWindow:
     def ask(self, question: str, options: GenerationOptions) -> Answer:
         """The question about the window's frames; the prompt's text before the first image
         comes from the KV cache every frame shares, so only the rest is prefilled."""
-        ids = self.prompt_ids(question)
-        done = self.pipeline.prefix_generator.generate(
-            ids, np.concatenate(self.frames), options.max_new_tokens, options.temperature,
-            options.top_p, options.seed)
-        text = self.pipeline.prompts.tokenizer.decode(done.token_ids, skip_special_tokens=True)
-        return Answer(text, done.token_ids, len(self.frames) * self.pipeline.num_image_tokens,
-                      done.timings_ms, done.prefill_tokens, done.cached_tokens)
+        return self.pipeline.prefix_generator.generate(self.prompt_ids(question),
+                                                       np.concatenate(self.frames), options)
 
     def answer(self, frame: Frame, question: str, options: GenerationOptions,
                grabber: FrameGrabber) -> StreamAnswer:
@@ -82,12 +79,12 @@ class FrameWindow:
         try:
             seen = self.add(frame.image)
             answer = self.ask(question, options)
-            timings = with_image_timings(answer.timings_ms, seen)
-            timings["frame_to_first_token"] = round(waited_ms + timings["first_token"], 2)
+            timings = answer.timings.with_image(seen.preprocess_ms, seen.vision_ms)
+            timings = dataclasses.replace(timings, frame_to_first_token=waited_ms + timings.first_token)
             text, tokens, cached, error = answer.text, answer.num_image_tokens, answer.cached_tokens, None
-            keep = self.pipeline.vision.keep_indices[0]
+            keep = seen.keep_indices[0]
         except Exception as exc:  # noqa: BLE001 - one frame's failure must not end the stream
-            text, tokens, cached, timings = "", self.pipeline.num_image_tokens * len(self.frames), 0, {}
+            text, tokens, cached, timings = "", self.pipeline.num_image_tokens * len(self.frames), 0, None
             error, keep = f"{type(exc).__name__}: {exc}", None
         return StreamAnswer(text, frame.index, frame.capture_time, frame.age_ms(), tokens, timings,
                             grabber.stats.dropped, cached, error, question, keep)
@@ -100,12 +97,16 @@ class StreamAnswer:
     frame_time: float  # wall clock when the frame was captured
     frame_age_ms: float  # capture -> answer complete
     num_image_tokens: int
-    timings_ms: dict[str, float]
+    timings: Timings | None  # None when the answer failed
     dropped_frames: int  # dropped by the grabber so far
     cached_prompt_tokens: int = 0  # prompt tokens taken from the shared prefix's KV cache
     error: str | None = None
     prompt: str = ""  # the question asked (the live page's prompt can change between frames)
     keep_indices: np.ndarray | None = None  # (D,) tokens the vision graph kept of this frame
+
+    @property
+    def timings_ms(self) -> dict[str, float]:
+        return self.timings.to_json() if self.timings is not None else {}
 
     def to_json(self) -> dict:
         record = {"text": self.text, "frame_index": self.frame_index,

@@ -6,7 +6,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from zipvlm.runtime.server import serving_in_background
+from zipvlm.serve.app import serving_in_background
 
 
 def free_port() -> int:

@@ -1,51 +1,98 @@
-"""The runtime refuses a bundle it cannot trust, with one clear line."""
+"""The bundle format: written and read through one schema; a bundle it cannot trust is one line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+from bundles import sample_bundle
 
-from zipvlm.runtime.bundle import FORMAT_VERSION, is_bundle, load_manifest, write_manifest
-from zipvlm.runtime.errors import BundleError
+from zipvlm.bundle.errors import BundleError
+from zipvlm.bundle.format import FORMAT_VERSION, Bundle, is_bundle
 
 
 @pytest.fixture
 def bundle(tmp_path):
     (tmp_path / "vision.onnx").write_bytes(b"graph bytes")
     (tmp_path / "tokenizer.json").write_text("{}")
-    write_manifest(tmp_path, {"model_family": "llava/clip/llama"})
+    sample_bundle(tmp_path).write()
     return tmp_path
 
 
-def test_written_manifest_loads_and_lists_every_file(bundle):
-    manifest = load_manifest(bundle)
-    assert manifest["format_version"] == FORMAT_VERSION
-    assert sorted(manifest["files"]) == ["tokenizer.json", "vision.onnx"]
+def rewrite_manifest(path, change) -> None:
+    manifest = json.loads((path / "manifest.json").read_text())
+    change(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_written_bundle_reads_back_equal_and_lists_every_file(bundle):
+    opened = Bundle.open(bundle)
+    assert json.loads((bundle / "manifest.json").read_text())["format_version"] == FORMAT_VERSION
+    assert sorted(opened.files) == ["tokenizer.json", "vision.onnx"]
+    assert dataclasses.replace(opened, files={}) == sample_bundle(bundle)
     assert is_bundle(bundle)
+
+
+def test_vision_io_is_the_graph_contract(bundle):
+    assert Bundle.open(bundle).vision_io() == {"pixel_values": [None, 3, 336, 336],
+                                               "image_embeds": [None, 64, 64], "keep_indices": [None, 54]}
+    no_zip = dataclasses.replace(sample_bundle(bundle), selection=dataclasses.replace(
+        sample_bundle(bundle).selection, enabled=False, dominant=None, contextual=None, num_image_tokens=576))
+    assert no_zip.vision_io()["keep_indices"] == [None, 576]
 
 
 def test_tampered_file_is_refused(bundle):
     (bundle / "vision.onnx").write_bytes(b"graph bytez")
     with pytest.raises(BundleError, match="vision.onnx does not match its sha256"):
-        load_manifest(bundle)
+        Bundle.open(bundle)
 
 
 def test_missing_file_is_refused(bundle):
     (bundle / "tokenizer.json").unlink()
     with pytest.raises(BundleError, match="tokenizer.json is listed in the manifest but missing"):
-        load_manifest(bundle)
+        Bundle.open(bundle)
 
 
 def test_other_format_version_is_refused(bundle):
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["format_version"] = FORMAT_VERSION + 1
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    rewrite_manifest(bundle, lambda m: m.update(format_version=FORMAT_VERSION + 1))
     with pytest.raises(BundleError, match="re-export it"):
-        load_manifest(bundle)
+        Bundle.open(bundle)
+
+
+@pytest.mark.parametrize("section", ["vision", "visionzip", "preprocess", "llm", "graphs"])
+def test_a_missing_section_is_one_line(bundle, section):
+    rewrite_manifest(bundle, lambda m: m.pop(section))
+    with pytest.raises(BundleError, match=f"has no '{section}' section"):
+        Bundle.open(bundle)
+
+
+def test_a_section_missing_a_field_is_one_line(bundle):
+    rewrite_manifest(bundle, lambda m: m["vision"].pop("patch_size"))
+    with pytest.raises(BundleError, match="'vision' section lacks patch_size"):
+        Bundle.open(bundle)
+
+
+@pytest.mark.parametrize("files", [None, {}])
+def test_a_manifest_without_its_file_list_is_refused(bundle, files):
+    rewrite_manifest(bundle, lambda m: m.pop("files") if files is None else m.update(files=files))
+    with pytest.raises(BundleError, match="lists no files"):
+        Bundle.open(bundle)
+
+
+def test_a_manifest_that_is_not_json_is_refused(bundle):
+    (bundle / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="is not valid JSON"):
+        Bundle.open(bundle)
 
 
 def test_directory_without_manifest_is_not_a_bundle(tmp_path):
     assert not is_bundle(tmp_path)
     with pytest.raises(BundleError, match="no manifest.json"):
-        load_manifest(tmp_path)
+        Bundle.open(tmp_path)
+
+
+def test_a_decoder_section_needs_genai_config(bundle):
+    with pytest.raises(BundleError, match="no readable genai_config.json"):
+        _ = Bundle.open(bundle).decoder
+

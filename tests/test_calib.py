@@ -14,14 +14,14 @@ import onnxruntime as ort
 import pytest
 from images import photo
 
+from zipvlm.bundle.errors import ExportError
+from zipvlm.bundle.format import INT8_GRAPH, Bundle
+from zipvlm.bundle.graph_checks import QDQ_OPS, check_qdq_placement, check_vision_graph
 from zipvlm.calib.collect import CollectOptions, collect, even_indices
 from zipvlm.calib.frames import FrameSetError, load_frame_set
 from zipvlm.calib.quantize import REPORT, quantize_bundle
 from zipvlm.calib.selection import float_nodes
-from zipvlm.runtime.bundle import INT8_GRAPH, load_manifest
-from zipvlm.runtime.cli import main
-from zipvlm.runtime.errors import ExportError
-from zipvlm.runtime.graph_checks import QDQ_OPS, check_qdq_placement, check_vision_graph
+from zipvlm.cli.main import main
 from zipvlm.runtime.providers import INT8_DISABLED_OPTIMIZERS
 
 SIZE = (320, 240)  # video frames, width x height
@@ -188,22 +188,22 @@ def test_int8_graph_has_the_float_graphs_inputs_and_outputs_and_runs(quantized, 
 
 
 def test_the_runtime_runs_the_int8_graph_when_asked(quantized, caplog):
-    from zipvlm.runtime.backends import open_vision_runner
+    from zipvlm.runtime.backends import open_vision_backend
 
-    bundle = quantized["clip-llama"]
+    bundle = Bundle.open(quantized["clip-llama"])
     pixels = np.random.default_rng(3).standard_normal((1, 3, 336, 336)).astype(np.float32)
     with caplog.at_level("INFO", logger="zipvlm"):
-        runner = open_vision_runner(bundle, "ort", "cpu", 1, None, graph="int8")
+        runner = open_vision_backend(bundle, "ort", "cpu", 1, None, graph="int8")
     assert f"vision: {INT8_GRAPH}; against vision.onnx on 6 held-out frames: kept-token IoU" in caplog.text
     # Fusing more MatMuls into int8 kernels changes the arithmetic: the reference runs as the
     # runtime must, and as calib quantize's `cpu_int8_kernels` figures were measured.
-    reference = ort.InferenceSession(str(bundle / INT8_GRAPH), providers=["CPUExecutionProvider"],
+    reference = ort.InferenceSession(str(bundle.file(INT8_GRAPH)), providers=["CPUExecutionProvider"],
                                      disabled_optimizers=list(INT8_DISABLED_OPTIMIZERS))
     want_embeds, want_keep = reference.run(["image_embeds", "keep_indices"], {"pixel_values": pixels})
-    embeds = runner(pixels)
-    np.testing.assert_array_equal(runner.keep_indices, want_keep)
+    embeds, keep = runner(pixels)
+    np.testing.assert_array_equal(keep, want_keep)
     np.testing.assert_allclose(embeds, want_embeds, atol=1e-5)
-    float_embeds = open_vision_runner(bundle, "ort", "cpu", 1, None)(pixels)
+    float_embeds, _ = open_vision_backend(bundle, "ort", "cpu", 1, None)(pixels)
     assert not np.array_equal(embeds, float_embeds)  # the INT8 graph, not vision.onnx
 
 
@@ -227,10 +227,10 @@ def test_run_with_the_int8_graph_answers_and_without_it_says_how_to_make_it(quan
 
 
 def test_manifest_records_the_int8_graph_and_still_verifies(quantized, family):
-    manifest = load_manifest(quantized[family])  # every sha256, the new files included
-    assert manifest["graphs"][INT8_GRAPH]["quantization"] == "qdq-static"
-    assert manifest["graphs"][INT8_GRAPH]["report"] == str(REPORT)
-    assert {INT8_GRAPH, str(REPORT), "vision.onnx"} <= set(manifest["files"])
+    bundle = Bundle.open(quantized[family])  # every sha256, the new files included
+    assert bundle.graphs[INT8_GRAPH]["quantization"] == "qdq-static"
+    assert bundle.graphs[INT8_GRAPH]["report"] == str(REPORT)
+    assert {INT8_GRAPH, str(REPORT), "vision.onnx"} <= set(bundle.files)
 
 
 def test_report_has_accuracy_frames_method_and_timing(quantized, family):
@@ -346,7 +346,7 @@ def test_bad_quantize_inputs_are_one_line(quantized, media, tmp_path, capsys):
 
 
 def test_calib_does_not_import_torch():
-    code = ("import sys, zipvlm.calib.cli, zipvlm.calib.collect, zipvlm.calib.quantize; "
+    code = ("import sys, zipvlm.cli.calib, zipvlm.calib.collect, zipvlm.calib.quantize; "
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=True)

@@ -10,9 +10,9 @@ import torch
 from conftest import pixels
 from safetensors.torch import load_file, save_file
 
+from zipvlm.bundle.errors import ModelFolderError
 from zipvlm.models.llava import load_vision_graph, open_llava_folder
 from zipvlm.models.visionzip import VisionZipConfig
-from zipvlm.runtime.errors import ModelFolderError
 
 LEGACY = (("model.vision_tower.", "vision_tower.vision_model."),
           ("model.multi_modal_projector.", "multi_modal_projector."),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from zipvlm.runtime.cli import main
+from zipvlm.cli.main import main
 
 
 def test_demo_builds_exports_and_streams_answers(tmp_path, capsys):

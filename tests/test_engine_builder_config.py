@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 from test_engine_targets import write_graph
 
-from zipvlm.runtime.backends.targets import GiB, build_plan
-from zipvlm.runtime.backends.tensorrt_build import builder_config
+from zipvlm.engine.build import builder_config
+from zipvlm.engine.targets import GiB, build_plan
 
 BuilderFlag = enum.Enum("BuilderFlag", "FP16 TF32 INT8 FP8 GPU_FALLBACK")
 MemoryPoolType = enum.Enum("MemoryPoolType", "WORKSPACE")

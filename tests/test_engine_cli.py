@@ -3,7 +3,6 @@ checks and the report, then one line saying where to build (exit 2)."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import sys
@@ -12,10 +11,11 @@ import cv2
 import numpy as np
 import onnx
 import pytest
+from bundles import rehash
 from onnx import TensorProto, helper
 
-from zipvlm.runtime.bundle import load_manifest, sha256_file, write_manifest
-from zipvlm.runtime.cli import main
+from zipvlm.bundle.format import Bundle, sha256_file
+from zipvlm.cli.main import main
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_without_tensorrt_the_checks_and_report_run_then_one_line(bundle, no_ten
     assert "--- polygraphy inspect model vision.onnx --show layers ---" in text
     assert "pixel_values [dtype=float32, shape=('batch', 3, 336, 336)]" in text  # polygraphy's own view
     assert sorted(p.name for p in (bundle / "engines").iterdir()) == ["vision.jetson.report.txt"]
-    load_manifest(bundle)  # the report does not disturb the bundle's hashes
+    Bundle.open(bundle)  # the report does not disturb the bundle's hashes
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -81,8 +81,7 @@ def test_a_graph_tensorrt_cannot_compile_fails_the_static_checks(bundle, no_tens
     graph = helper.make_graph([helper.make_node("NonZero", ["pixel_values"], ["where"])], "masked",
                               [pixels], [where])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), bundle / "vision.onnx")
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    write_manifest(bundle, {k: v for k, v in manifest.items() if k not in ("format_version", "files")})
+    rehash(bundle)
     err, _ = one_line_error(capsys, ["engine", "--bundle", str(bundle), "--target", "x86"])
     assert "outside the TensorRT-safe set: NonZero" in err and "TensorRT is not installed" not in err
 
@@ -174,7 +173,7 @@ def test_tensorrt_11_builds_fp16_from_the_float16_graph(bundle, tensorrt_stand_i
     err, out = one_line_error(capsys, argv)
     assert "strongly typed" in err and "zipvlm export ... --fp16" in err and out == ""
     convert_to_fp16(bundle / "vision.onnx", bundle / "vision.fp16.onnx")
-    write_manifest(bundle, load_manifest(bundle))
+    rehash(bundle)
     err, out = one_line_error(capsys, argv)
     assert out.startswith("TensorRT 11.4.0.106 is strongly typed: the plan runs vision.fp16.onnx's own "
                           "types (fp16; float32 layers without TF32)\nstatic checks passed: vision.fp16.onnx")

@@ -7,16 +7,17 @@ import json
 from pathlib import Path
 
 import pytest
+from bundles import sample_bundle
 from test_engine_targets import write_graph
 
-from zipvlm.runtime.backends import BackendError, open_vision_runner
+from zipvlm.bundle.errors import ArgumentError
+from zipvlm.bundle.format import Bundle
+from zipvlm.engine.build import engine_record
+from zipvlm.engine.targets import DeviceFacts, build_plan
+from zipvlm.runtime.backends import BackendError, open_vision_backend
 from zipvlm.runtime.backends.device import parse_tegra_release
 from zipvlm.runtime.backends.fingerprint import Fingerprint, check_fingerprint, mismatches
-from zipvlm.runtime.backends.targets import DeviceFacts, build_plan
-from zipvlm.runtime.backends.tensorrt_build import engine_record
 from zipvlm.runtime.backends.tensorrt_runner import choose_target
-from zipvlm.runtime.bundle import load_manifest, write_manifest
-from zipvlm.runtime.errors import ArgumentError
 
 # /etc/nv_tegra_release as JetPack 6.1 and JetPack 5.1.4 write it.
 JETPACK_61 = ("# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, "
@@ -130,21 +131,21 @@ def test_no_plan_or_a_missing_target_says_how_to_build(tmp_path):
 def test_engines_are_not_part_of_the_bundle_hashes(tmp_path):
     (tmp_path / "vision.onnx").write_bytes(b"graph")
     touch_plans(tmp_path, "jetson")
-    manifest = write_manifest(tmp_path, {})
-    assert list(manifest["files"]) == ["vision.onnx"]
+    written = sample_bundle(tmp_path).write()
+    assert list(written.files) == ["vision.onnx"]
     (tmp_path / "engines" / "vision.jetson.plan").write_bytes(b"rebuilt on the robot")
     touch_plans(tmp_path, "orin-nano")
-    load_manifest(tmp_path)  # still valid
+    Bundle.open(tmp_path)  # still valid
     (tmp_path / "vision.onnx").write_bytes(b"changed")
     with pytest.raises(Exception, match="does not match its sha256"):
-        load_manifest(tmp_path)
+        Bundle.open(tmp_path)
 
 
 def test_target_without_trt_backend_is_refused(tmp_path):
     with pytest.raises(ArgumentError, match="--target picks a TensorRT plan"):
-        open_vision_runner(tmp_path, "ort", "cpu", 1, "jetson")
+        open_vision_backend(sample_bundle(tmp_path), "ort", "cpu", 1, "jetson")
     with pytest.raises(ArgumentError, match="--backend tvm is not one of ort, trt"):
-        open_vision_runner(tmp_path, "tvm", "cpu", 1, None)
+        open_vision_backend(sample_bundle(tmp_path), "tvm", "cpu", 1, None)
 
 
 def test_cuda_names_this_gpu_or_says_none_is_visible():

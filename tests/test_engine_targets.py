@@ -8,8 +8,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from zipvlm.runtime.backends import BackendError
-from zipvlm.runtime.backends.targets import (
+from zipvlm.bundle.errors import ArgumentError, BundleError
+from zipvlm.engine.targets import (
     TARGETS,
     BuildConfig,
     DeviceFacts,
@@ -21,7 +21,7 @@ from zipvlm.runtime.backends.targets import (
     graph_input,
     is_strongly_typed,
 )
-from zipvlm.runtime.errors import ArgumentError, BundleError
+from zipvlm.runtime.backends import BackendError
 
 SIZE = 16
 

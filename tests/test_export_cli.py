@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from zipvlm.runtime.bundle import FORMAT_VERSION, load_manifest
-from zipvlm.runtime.cli import main
+from zipvlm.bundle.format import FORMAT_VERSION, Bundle
+from zipvlm.cli.main import main
 
 
 def export_args(model, out, dominant=54, contextual=10):
@@ -25,7 +25,8 @@ def bundle(tiny_folders, tmp_path_factory):
 
 
 def test_export_writes_a_verified_bundle(bundle, tiny_folders):
-    manifest = load_manifest(bundle)  # checks every sha256
+    Bundle.open(bundle)  # checks every sha256
+    manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["format_version"] == FORMAT_VERSION
     assert manifest["visionzip"] == {"enabled": True, "dominant": 54, "contextual": 10,
                                      "num_image_tokens": 64}
@@ -39,11 +40,11 @@ def test_export_writes_a_verified_bundle(bundle, tiny_folders):
 
 
 def test_manifest_preprocessing_comes_from_the_folder(bundle):
-    pre = load_manifest(bundle)["preprocess"]
-    assert pre["resize"] == {"shortest_edge": 336}
-    assert pre["center_crop"] == {"height": 336, "width": 336}
-    assert pre["mean"] == [0.48145466, 0.4578275, 0.40821073]
-    assert pre["resample"] == "bicubic" and pre["rescale_factor"] == pytest.approx(1 / 255)
+    pre = Bundle.open(bundle).preprocess
+    assert pre.resize == {"shortest_edge": 336}
+    assert pre.center_crop == {"height": 336, "width": 336}
+    assert pre.mean == (0.48145466, 0.4578275, 0.40821073)
+    assert pre.resample == "bicubic" and pre.rescale_factor == pytest.approx(1 / 255)
 
 
 def test_export_logs_each_stage_with_time(tiny_folders, tmp_path, capsys):
@@ -52,14 +53,14 @@ def test_export_logs_each_stage_with_time(tiny_folders, tmp_path, capsys):
     for stage in ("load", "trace", "check", "verify", "fp16", "bundle"):
         assert any(line.startswith(stage) and " s  " in line for line in err.splitlines()), stage
     assert "kept indices identical" in err and "max |image_embeds diff|" in err
-    assert load_manifest(tmp_path / "b")["graphs"]["vision.fp16.onnx"]["dtype"] == "float16"
+    assert Bundle.open(tmp_path / "b").graphs["vision.fp16.onnx"]["dtype"] == "float16"
 
 
 def test_export_over_an_existing_bundle_replaces_it(bundle, tiny_folders, tmp_path):
     out = tmp_path / "again"
     assert main(export_args(tiny_folders["clip-llama"], out)) == 0
     assert main(export_args(tiny_folders["clip-llama"], out, 108, 20)) == 0
-    assert load_manifest(out)["visionzip"]["num_image_tokens"] == 128
+    assert Bundle.open(out).selection.num_image_tokens == 128
     assert [p.name for p in tmp_path.iterdir()] == ["again"]  # no temporary dirs left
 
 
@@ -127,7 +128,7 @@ def test_bad_flag_value_is_one_line(capsys, tmp_path):
 
 
 def test_console_script_prints_no_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "zipvlm.runtime.cli", *export_args(
+    result = subprocess.run([sys.executable, "-m", "zipvlm.cli", *export_args(
         tmp_path / "missing", tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

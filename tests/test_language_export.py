@@ -10,19 +10,16 @@ import torch
 from conftest import FAMILIES, pixels, reference_model
 from reference import reference_visionzip
 
+from zipvlm.bundle.format import Bundle
 from zipvlm.export.pipeline import ExportOptions, export_bundle
-from zipvlm.runtime.bundle import load_manifest
-from zipvlm.runtime.prompt import PromptBuilder, PromptSpec
+from zipvlm.runtime.prompt import PromptBuilder
 
 NEW_TOKENS = 16
 QUESTION = "What is in the image?"
 
 
 def prompt_ids(bundle) -> list[int]:
-    manifest = load_manifest(bundle)
-    spec = PromptSpec(manifest["image_token_id"], manifest["visionzip"]["num_image_tokens"],
-                      manifest["chat_template"])
-    builder = PromptBuilder(bundle, spec)
+    builder = PromptBuilder(Bundle.open(bundle))
     return builder.encode(builder.chat_text(QUESTION))
 
 
@@ -90,9 +87,9 @@ def test_decoder_takes_embeddings_and_kv_cache_and_runs_in_plain_onnxruntime(tin
 
 
 def test_manifest_lists_the_language_graphs(tiny_bundles):
-    manifest = load_manifest(tiny_bundles["siglip-qwen2"])
-    assert manifest["graphs"]["decoder.onnx"]["quantization"] == "none"
-    assert {"decoder.onnx", "embed.onnx", "genai_config.json"} <= set(manifest["files"])
+    bundle = Bundle.open(tiny_bundles["siglip-qwen2"])
+    assert bundle.graphs["decoder.onnx"]["quantization"] == "none"
+    assert {"decoder.onnx", "embed.onnx", "genai_config.json"} <= set(bundle.files)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -100,9 +97,9 @@ def test_no_zip_bundle_equals_plain_hf_generate(tiny_folders, tmp_path, family):
     """The full-token baseline runs the same code and gives HF's own answer."""
     bundle = export_bundle(ExportOptions(model=tiny_folders[family], out=tmp_path / "full",
                                          zip=None, quant="none")).out
-    manifest = load_manifest(bundle)
-    assert manifest["visionzip"]["enabled"] is False
-    assert manifest["visionzip"]["num_image_tokens"] == 576  # CLIP drops CLS; SigLIP has none
+    selection = Bundle.open(bundle).selection
+    assert selection.enabled is False
+    assert selection.num_image_tokens == 576  # CLIP drops CLS; SigLIP has none
     images = pixels(1, seed=8)
     session = ort.InferenceSession(str(bundle / "vision.onnx"), providers=["CPUExecutionProvider"])
     image_embeds, keep = session.run(None, {"pixel_values": images.numpy()})

@@ -14,36 +14,14 @@ import numpy as np
 import pytest
 from servers import running
 
-from zipvlm.runtime.answer import BundlePipeline, GenerationOptions
+from zipvlm.runtime.generation import GenerationOptions
 from zipvlm.runtime.grabber import FrameGrabber
-from zipvlm.runtime.live import LiveFeed
-from zipvlm.runtime.overlay import PatchGrid, draw_kept, kept_boxes, model_to_frame
-from zipvlm.runtime.preprocess import PreprocessSpec
-from zipvlm.runtime.server import create_app
+from zipvlm.runtime.pipeline import BundlePipeline
 from zipvlm.runtime.sources import open_reader, parse_source
 from zipvlm.runtime.stream import StreamOptions
-
-CLIP = PreprocessSpec(336, True, False, {"shortest_edge": 336}, "bicubic",
-                      {"height": 336, "width": 336}, 1 / 255, (0.5,) * 3, (0.5,) * 3)
-SIGLIP = PreprocessSpec(384, True, False, {"height": 384, "width": 384}, "bicubic", None, 1 / 255,
-                        (0.5,) * 3, (0.5,) * 3)
-PADDED = PreprocessSpec(336, True, True, {"shortest_edge": 336}, "bicubic",
-                        {"height": 336, "width": 336}, 1 / 255, (0.5,) * 3, (0.5,) * 3)
-
-
-def test_clip_patches_map_into_the_centre_crop_of_the_frame():
-    # 640x480 -> shortest edge 336 -> 448x336 -> crop 56 px each side -> x in [80, 560] of the frame
-    assert model_to_frame(CLIP, 480, 640) == pytest.approx((640 / 448, 480 / 336, 80.0, 0.0))
-    grid = PatchGrid(336, 14, has_cls=True)
-    assert kept_boxes(np.array([0, 1, 24, 25, 576]), grid, CLIP, 480, 640) == [  # CLS has no patch
-        (80, 0, 100, 20), (540, 0, 560, 20), (80, 20, 100, 40), (540, 460, 560, 480)]
-
-
-def test_siglip_and_padded_frames_map_back_through_resize_and_padding():
-    assert kept_boxes(np.array([0]), PatchGrid(384, 14, False), SIGLIP, 480, 640) == [(0, 0, 23, 18)]
-    # pad 640x480 to 640x640 (80 px bars top and bottom), resize to 336: patch 0 starts at y = -80
-    scale = 640 / 336
-    assert model_to_frame(PADDED, 480, 640) == pytest.approx((scale, scale, 0.0, -80.0))
+from zipvlm.serve.app import create_app
+from zipvlm.serve.live import LiveFeed
+from zipvlm.serve.overlay import draw_kept
 
 
 def test_draw_kept_tints_only_the_kept_patches():
@@ -54,7 +32,7 @@ def test_draw_kept_tints_only_the_kept_patches():
 
 @pytest.fixture(scope="module")
 def live_url(tiny_bundles):
-    pipeline = BundlePipeline(tiny_bundles["clip-llama"])
+    pipeline = BundlePipeline.open(tiny_bundles["clip-llama"])
     lock = threading.Lock()
     live = LiveFeed(pipeline, FrameGrabber(open_reader(parse_source("synthetic", fps=15))),
                     StreamOptions("What moves?", generation=GenerationOptions(max_new_tokens=32)), lock)

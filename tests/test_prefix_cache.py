@@ -7,8 +7,10 @@ import pytest
 from conftest import FAMILIES
 from images import photo
 
-from zipvlm.runtime.answer import BundlePipeline, GenerationOptions, Session
-from zipvlm.runtime.errors import ArgumentError
+from zipvlm.bundle.errors import ArgumentError
+from zipvlm.runtime.conversation import Session
+from zipvlm.runtime.generation import GenerationOptions
+from zipvlm.runtime.pipeline import BundlePipeline
 from zipvlm.runtime.prefix_cache import next_token
 from zipvlm.runtime.stream import FrameWindow
 
@@ -17,7 +19,7 @@ QUESTION = "What is in front of the robot?"
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def pipeline(request, tiny_bundles):
-    return BundlePipeline(tiny_bundles[request.param])
+    return BundlePipeline.open(tiny_bundles[request.param])
 
 
 def window_ids(pipeline, image) -> tuple[FrameWindow, list[int]]:
@@ -70,7 +72,7 @@ def test_the_shared_prefix_is_not_changed_by_the_frames_that_use_it(pipeline):
 
 
 def test_a_new_question_gets_its_own_prefix(tiny_bundles):
-    pipeline = BundlePipeline(tiny_bundles["siglip-qwen2"])
+    pipeline = BundlePipeline.open(tiny_bundles["siglip-qwen2"])
     window = FrameWindow(pipeline, size=1)
     window.add(photo(240, 320, seed=3))
     options = GenerationOptions(max_new_tokens=4)
@@ -84,7 +86,7 @@ def test_a_new_question_gets_its_own_prefix(tiny_bundles):
 
 
 def test_a_prompt_longer_than_the_context_is_refused(tiny_bundles):
-    pipeline = BundlePipeline(tiny_bundles["clip-llama"])
+    pipeline = BundlePipeline.open(tiny_bundles["clip-llama"])
     window = FrameWindow(pipeline, size=1)
     window.add(photo(240, 320, seed=3))
     limit = pipeline.prefix_generator.decoder.context_length
@@ -123,7 +125,7 @@ def test_a_system_prompt_is_prefilled_once_and_answers_stay_exact(pipeline):
 
 
 def test_an_empty_system_prompt_is_one_line(tiny_bundles, capsys):
-    from zipvlm.runtime.cli import main
+    from zipvlm.cli.main import main
 
     code = main(["stream", "--bundle", str(tiny_bundles["clip-llama"]), "--source", "synthetic",
                  "--prompt", "Hi?", "--system", " ", "--max-frames", "1"])

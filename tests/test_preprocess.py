@@ -13,9 +13,9 @@ import pytest
 from conftest import FAMILIES
 from images import photo
 
+from zipvlm.bundle.errors import ZipvlmError
 from zipvlm.export.manifest import preprocess_spec
-from zipvlm.runtime.errors import ZipvlmError
-from zipvlm.runtime.preprocess import PreprocessSpec, preprocess, resize
+from zipvlm.runtime.preprocess import FILTERS, preprocess, resize
 
 ATOL = 1e-6
 SIZES = [(480, 640), (1080, 1920), (720, 1280), (640, 480), (500, 375), (336, 336), (100, 150),
@@ -30,7 +30,7 @@ def setups(tiny_folders):
     for family, folder in tiny_folders.items():
         pre = json.loads((folder / "preprocessor_config.json").read_text())
         out[family] = (AutoImageProcessor.from_pretrained(folder),
-                       PreprocessSpec.from_manifest(preprocess_spec(pre, 336)))
+                       preprocess_spec(pre, 336))
     return out
 
 
@@ -82,3 +82,9 @@ def test_resize_is_bit_identical_to_pillow_in_every_direction():
 def test_unusable_arrays_are_refused(setups, image, message):
     with pytest.raises(ZipvlmError, match=message):
         preprocess(image, setups["clip-llama"][1])
+
+
+def test_every_resample_filter_the_format_allows_is_implemented():
+    from zipvlm.bundle.format import RESAMPLE_FILTERS
+
+    assert set(FILTERS) == set(RESAMPLE_FILTERS)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
+from bundles import sample_bundle
 from conftest import FAMILIES
 
+from zipvlm.bundle.format import LanguageSection
 from zipvlm.models.tiny import CORPUS
-from zipvlm.runtime.prompt import PromptBuilder, PromptError, PromptSpec
+from zipvlm.runtime.prompt import PromptBuilder, PromptError
 
 FULL_TOKENS = 576  # what the processor expands the image token to for these towers
 
@@ -17,9 +20,9 @@ FULL_TOKENS = 576  # what the processor expands the image token to for these tow
 def builder(folder, num_image_tokens):
     config = json.loads((folder / "config.json").read_text())
     image_token_id = config.get("image_token_id", config.get("image_token_index"))
-    spec = PromptSpec(image_token_id=image_token_id, num_image_tokens=num_image_tokens,
-                      chat_template=(folder / "chat_template.jinja").read_text())
-    return PromptBuilder(folder, spec)
+    language = LanguageSection(config["text_config"]["model_type"], 64, image_token_id, (),
+                               (folder / "chat_template.jinja").read_text())
+    return PromptBuilder(dataclasses.replace(sample_bundle(folder), language=language), num_image_tokens)
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,11 @@ import onnxruntime as ort
 import pytest
 from images import photo
 
-from zipvlm.runtime.bundle import load_manifest
-from zipvlm.runtime.cli import main
-from zipvlm.runtime.preprocess import PreprocessSpec, preprocess
-from zipvlm.runtime.providers import ORT_NAMES, VisionRunner
+from zipvlm.bundle.format import Bundle
+from zipvlm.cli.main import main
+from zipvlm.runtime.backends.ort import OrtVisionRunner
+from zipvlm.runtime.preprocess import preprocess
+from zipvlm.runtime.providers import ORT_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -20,22 +21,26 @@ def bundle(tiny_bundles):
 
 
 def pixels_of(bundle, seed: int) -> np.ndarray:
-    spec = PreprocessSpec.from_manifest(load_manifest(bundle, verify_hashes=False)["preprocess"])
-    return preprocess(photo(300, 400, seed=seed), spec)
+    return preprocess(photo(300, 400, seed=seed), Bundle.open(bundle, verify_hashes=False).preprocess)
 
 
 def test_io_bound_runner_equals_a_plain_session_and_never_aliases_frames(bundle):
-    runner = VisionRunner.open(bundle / "vision.onnx", "cpu", threads=1)
+    runner = OrtVisionRunner.open(bundle / "vision.onnx", "cpu", threads=1)
     plain = ort.InferenceSession(str(bundle / "vision.onnx"), providers=["CPUExecutionProvider"])
     first, second = pixels_of(bundle, 1), pixels_of(bundle, 2)
     got_first = runner(first)
     got_second = runner(second)  # reuses the bound buffers
     for pixels, got in ((first, got_first), (second, got_second)):
-        want = plain.run(["image_embeds"], {"pixel_values": pixels})[0]
-        np.testing.assert_array_equal(got, want)
-    assert not np.array_equal(got_first, got_second)
+        want = plain.run(["image_embeds", "keep_indices"], {"pixel_values": pixels})
+        for got_output, want_output in zip(got, want, strict=True):
+            np.testing.assert_array_equal(got_output, want_output)
+    assert not np.array_equal(got_first.image_embeds, got_second.image_embeds)
     batch = np.concatenate([first, second])  # another shape gets its own binding
-    np.testing.assert_array_equal(runner(batch), np.concatenate([got_first, got_second]))
+    got_batch = runner(batch)
+    np.testing.assert_array_equal(got_batch.image_embeds,
+                                  np.concatenate([got_first.image_embeds, got_second.image_embeds]))
+    np.testing.assert_array_equal(got_batch.keep_indices,
+                                  np.concatenate([got_first.keep_indices, got_second.keep_indices]))
 
 
 @pytest.mark.parametrize("provider", ["cuda", "tensorrt"])

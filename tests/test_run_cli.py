@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from images import photo
 
-from zipvlm.runtime.cli import main
+from zipvlm.cli.main import main
 
 
 @pytest.fixture(scope="module")

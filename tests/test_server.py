@@ -14,10 +14,11 @@ from images import photo
 from openai import OpenAI
 from servers import running
 
-from zipvlm.runtime.answer import BundlePipeline, GenerationOptions
-from zipvlm.runtime.cli import main
-from zipvlm.runtime.openai_api import ServerLimits
-from zipvlm.runtime.server import create_app
+from zipvlm.cli.main import main
+from zipvlm.runtime.generation import GenerationOptions
+from zipvlm.runtime.pipeline import BundlePipeline
+from zipvlm.serve.app import create_app
+from zipvlm.serve.openai_api import ServerLimits
 
 QUESTION = "What is in the image?"
 LIMITS = ServerLimits(max_body_bytes=2 * 1024**2, max_image_pixels=1000 * 1000, max_waiting=2,
@@ -30,7 +31,7 @@ def data_url(image: np.ndarray, ext: str = ".png") -> str:
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_bundles):
-    return BundlePipeline(tiny_bundles["clip-llama"])
+    return BundlePipeline.open(tiny_bundles["clip-llama"])
 
 
 @pytest.fixture(scope="module")

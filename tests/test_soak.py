@@ -22,7 +22,7 @@ def rss_kb(pid: int) -> int:
 
 @pytest.mark.slow
 def test_rss_grows_under_ten_percent_from_answer_200_to_2000(tiny_bundles):
-    command = [sys.executable, "-m", "zipvlm.runtime.cli", "stream", "--bundle",
+    command = [sys.executable, "-m", "zipvlm.cli", "stream", "--bundle",
                str(tiny_bundles["siglip-qwen2"]), "--source", "synthetic", "--fps", "60",
                "--prompt", "What moves?", "--max-new-tokens", "1", "--json",
                "--max-frames", str(ANSWERS + 1)]

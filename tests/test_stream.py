@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from images import photo
 
-from zipvlm.runtime.answer import BundlePipeline, GenerationOptions
-from zipvlm.runtime.cli import main
+from zipvlm.bundle.format import Bundle
+from zipvlm.cli.main import main
+from zipvlm.runtime.generation import GenerationOptions
 from zipvlm.runtime.grabber import FrameGrabber, RetryPolicy
+from zipvlm.runtime.pipeline import BundlePipeline
 from zipvlm.runtime.sources import END, OpenCVReader, Pacer, parse_source
 from zipvlm.runtime.stream import StreamOptions, stream_answers
 
@@ -165,7 +167,7 @@ class FailsOnSecondFrame(BundlePipeline):
 
 
 def test_a_backend_error_is_reported_on_its_answer_and_the_next_frame_is_served(bundle):
-    pipeline = FailsOnSecondFrame(bundle)
+    pipeline = FailsOnSecondFrame(Bundle.open(bundle))
     options = StreamOptions("What moves?", max_frames=3, generation=GenerationOptions(2))
     with FrameGrabber(ListReader([photo(48, 64, seed=i) for i in range(100)], fps=50)) as grabber:
         answers = list(stream_answers(pipeline, grabber, options, threading.Event()))

@@ -12,8 +12,9 @@ import shutil
 import numpy as np
 import pytest
 
-from zipvlm.runtime.backends import BackendError, open_vision_runner
-from zipvlm.runtime.cli import main
+from zipvlm.bundle.format import Bundle
+from zipvlm.cli.main import main
+from zipvlm.runtime.backends import BackendError, open_vision_backend
 
 trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed here (build on the target)")
 
@@ -50,13 +51,13 @@ def test_the_build_writes_plan_fingerprint_and_timing_cache(built):
 
 
 def test_the_plan_matches_onnxruntime(built):
-    ort = open_vision_runner(built, "ort", "cpu", 2, None)
-    with open_vision_runner(built, "trt", "cpu", 2, None) as runner:
+    ort = open_vision_backend(Bundle.open(built), "ort", "cpu", 2, None)
+    with open_vision_backend(Bundle.open(built), "trt", "cpu", 2, None) as runner:
         for batch, seed in ((1, 0), (2, 1), (1, 2)):  # shapes change between calls
             x = pixels(batch, seed)
-            embeds, want = runner(x), ort(x)
+            (embeds, keep), (want, want_keep) = runner(x), ort(x)
             assert embeds.dtype == np.float32 and embeds.shape == want.shape
-            np.testing.assert_array_equal(runner.keep_indices, ort.keep_indices)
+            np.testing.assert_array_equal(keep, want_keep)
             np.testing.assert_allclose(embeds, want, atol=1e-3, rtol=1e-3)
 
 
@@ -67,7 +68,7 @@ def test_a_plan_from_another_tensorrt_is_refused(built):
     meta_path.write_text(json.dumps(meta))
     try:
         with pytest.raises(BackendError, match="rebuild with make engine TARGET=x86"):
-            open_vision_runner(built, "trt", "cpu", 2, "x86")
+            open_vision_backend(Bundle.open(built), "trt", "cpu", 2, "x86")
     finally:
         meta["tensorrt_version"] = trt.__version__
         meta_path.write_text(json.dumps(meta))

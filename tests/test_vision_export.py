@@ -11,13 +11,13 @@ from cases import cases_for
 from conftest import FAMILIES, pixels, reference_model
 from reference import reference_visionzip
 
+from zipvlm.bundle.errors import ExportError
+from zipvlm.bundle.graph_checks import FORBIDDEN_OPS, check_vision_graph
 from zipvlm.export.fp16 import convert_to_fp16, verify_fp16
 from zipvlm.export.verify import run_onnx, verify_against_torch
 from zipvlm.export.vision import export_vision_graph
 from zipvlm.models.llava import load_vision_graph, open_llava_folder
 from zipvlm.models.visionzip import VisionZipConfig
-from zipvlm.runtime.errors import ExportError
-from zipvlm.runtime.graph_checks import FORBIDDEN_OPS, check_vision_graph
 
 ATOL = 1e-4
 ALL_CASES = [(family, d, c) for family in FAMILIES for d, c in cases_for(family)]

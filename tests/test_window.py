@@ -9,8 +9,9 @@ from conftest import reference_model
 from images import photo
 from reference import reference_visionzip
 
-from zipvlm.runtime.answer import BundlePipeline, GenerationOptions
-from zipvlm.runtime.cli import main
+from zipvlm.cli.main import main
+from zipvlm.runtime.generation import GenerationOptions
+from zipvlm.runtime.pipeline import BundlePipeline
 from zipvlm.runtime.preprocess import preprocess
 from zipvlm.runtime.stream import FrameWindow
 
@@ -20,7 +21,7 @@ EXPLICIT = "USER: <image>\n<image>\n<image>\nWhat changed? ASSISTANT:"  # the ti
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_bundles):
-    return BundlePipeline(tiny_bundles["clip-llama"])
+    return BundlePipeline.open(tiny_bundles["clip-llama"])
 
 
 def frames() -> list[np.ndarray]:
@@ -45,7 +46,7 @@ def test_the_window_answer_equals_hf_fed_the_last_three_frames(pipeline, tiny_fo
 
     model = reference_model(tiny_folders["clip-llama"])
     pixel_values = torch.from_numpy(np.concatenate(
-        [preprocess(frame, pipeline.preprocess_spec) for frame in frames()[1:]]))
+        [preprocess(frame, pipeline.bundle.preprocess) for frame in frames()[1:]]))
     reference = reference_visionzip(model, pixel_values, 54, 10).image_embeds  # (3, 64, H)
     ids = torch.tensor([pipeline.prompts.encode(EXPLICIT, images=3)])
     with torch.no_grad():

@@ -1,9 +1,10 @@
 """Vision backends: onnxruntime (`ort`) or a TensorRT plan built on the target (`trt`).
 
 Each backend is a loader (opens the session or engine) and a runner with one
-interface: `runner(pixels) -> image_embeds` float32 (B, K, H) and the attribute
-`keep_indices` (B, D) of the last call. TensorRT and CUDA are imported only when
-the `trt` backend is opened, so a machine without them loses nothing else.
+interface, `VisionBackend`: `runner(pixels)` gives a `VisionOutput`, the image
+embeddings and the token indices VisionZip kept for those very pixels. TensorRT
+and CUDA are imported only when the `trt` backend is opened, so a machine
+without them loses nothing else.
 """
 
 from __future__ import annotations
@@ -11,8 +12,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from zipvlm.runtime.errors import ArgumentError, ZipvlmError
+import numpy as np
+
+from zipvlm.bundle.errors import ArgumentError, ZipvlmError
+
+if TYPE_CHECKING:
+    from zipvlm.bundle.format import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +31,19 @@ class BackendError(ZipvlmError):
     """TensorRT, CUDA or a GPU is missing, or a plan does not fit this device."""
 
 
-def open_vision_runner(bundle: Path, backend: str, provider: str, threads: int, target: str | None,
-                       graph: str = "float"):
+class VisionOutput(NamedTuple):
+    image_embeds: np.ndarray  # (B, K, hidden) float32
+    keep_indices: np.ndarray  # (B, D) int64, ascending: the tokens kept of each image
+
+
+class VisionBackend(Protocol):
+    def __call__(self, pixels: np.ndarray) -> VisionOutput:
+        """pixel_values (B, 3, S, S) float32 -> the graph's two outputs, copied out."""
+        ...
+
+
+def open_vision_backend(bundle: Bundle, backend: str = "ort", provider: str = "cpu", threads: int = 2,
+                        target: str | None = None, graph: str = "float") -> VisionBackend:
     """The bundle's vision graph on `backend`; `target` picks the plan for `trt`, `graph` the
     onnxruntime graph for `ort`."""
     if graph not in VISION_GRAPHS:
@@ -33,28 +51,29 @@ def open_vision_runner(bundle: Path, backend: str, provider: str, threads: int, 
     if backend == "ort":
         if target is not None:
             raise ArgumentError("--target picks a TensorRT plan: use it with --backend trt")
-        return _open_ort(Path(bundle), provider, threads, graph)
+        return _open_ort(bundle, provider, threads, graph)
     if backend == "trt":
         from zipvlm.runtime.backends.tensorrt_runner import open_tensorrt_runner
 
         if graph != "float":
             raise ArgumentError("--vision-graph picks onnxruntime's graph; a TensorRT plan's precision "
                                 "is set when it is built (zipvlm engine --int8): drop --vision-graph")
-        return open_tensorrt_runner(Path(bundle), target)
+        return open_tensorrt_runner(bundle, target)
     raise ArgumentError(f"--backend {backend} is not one of {', '.join(BACKENDS)}")
 
 
-def _open_ort(bundle: Path, provider: str, threads: int, graph: str):
-    from zipvlm.runtime.bundle import FLOAT_GRAPH, INT8_GRAPH, load_manifest
-    from zipvlm.runtime.providers import INT8_DISABLED_OPTIMIZERS, VisionRunner
+def _open_ort(bundle: Bundle, provider: str, threads: int, graph: str) -> VisionBackend:
+    from zipvlm.bundle.format import FLOAT_GRAPH, INT8_GRAPH
+    from zipvlm.runtime.backends.ort import OrtVisionRunner
+    from zipvlm.runtime.providers import INT8_DISABLED_OPTIMIZERS
 
     if graph == "float":
-        return VisionRunner.open(bundle / FLOAT_GRAPH, provider, threads)
-    if INT8_GRAPH not in load_manifest(bundle, verify_hashes=False).get("files", {}):
-        raise ArgumentError(f"--vision-graph int8 runs {INT8_GRAPH}, which {bundle} lacks: make it with "
-                            f"zipvlm calib quantize --bundle {bundle} --frames FRAMES")
-    log.info("vision: %s; %s", INT8_GRAPH, int8_accuracy_line(bundle))
-    return VisionRunner.open(bundle / INT8_GRAPH, provider, threads, INT8_DISABLED_OPTIMIZERS)
+        return OrtVisionRunner.open(bundle.file(FLOAT_GRAPH), provider, threads)
+    if not bundle.has(INT8_GRAPH):
+        raise ArgumentError(f"--vision-graph int8 runs {INT8_GRAPH}, which {bundle.path} lacks: make it "
+                            f"with zipvlm calib quantize --bundle {bundle.path} --frames FRAMES")
+    log.info("vision: %s; %s", INT8_GRAPH, int8_accuracy_line(bundle.path))
+    return OrtVisionRunner.open(bundle.file(INT8_GRAPH), provider, threads, INT8_DISABLED_OPTIMIZERS)
 
 
 def int8_accuracy_line(bundle: Path) -> str:

@@ -10,17 +10,29 @@ and torch are not wanted on the robot.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from zipvlm.runtime.backends import BackendError
-from zipvlm.runtime.backends.targets import DeviceFacts
 
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 # L4T release -> JetPack, for the releases with a TensorRT this builder drives (and the last JetPack 5).
 JETPACK_OF_L4T = {"35.6.0": "5.1.4", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2",
                   "38.2.0": "7.0"}
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """The GPU a build or a run happens on."""
+
+    name: str
+    compute: tuple[int, int]
+
+    @property
+    def compute_text(self) -> str:
+        return f"{self.compute[0]}.{self.compute[1]}"
 
 
 def import_tensorrt(hint: str):

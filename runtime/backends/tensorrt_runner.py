@@ -1,7 +1,7 @@
 """The `trt` vision backend: a loader that opens a plan only where it fits, and a runner.
 
-The runner has VisionRunner's interface (runtime/providers.py): `runner(pixels)`
--> image_embeds float32 (B, K, H), and `keep_indices` of the last call. CUDA
+The runner is a `VisionBackend` (runtime/backends): `runner(pixels)` -> the
+graph's image_embeds float32 (B, K, H) and keep_indices int64 (B, D). CUDA
 buffers are allocated once per input shape with cuda-python; each call copies
 the input in, runs `execute_async_v3` on the runner's stream, copies the outputs
 back and synchronises.
@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from zipvlm.runtime.backends import BackendError
+from zipvlm.bundle.errors import ArgumentError
+from zipvlm.bundle.format import ENGINES_DIR, Bundle, EnginePaths
+from zipvlm.runtime.backends import BackendError, VisionOutput
 from zipvlm.runtime.backends.device import Cuda, import_tensorrt
 from zipvlm.runtime.backends.fingerprint import Fingerprint, check_fingerprint
-from zipvlm.runtime.backends.targets import ENGINES_DIR, EnginePaths
-from zipvlm.runtime.bundle import listed_sha256, load_manifest
-from zipvlm.runtime.errors import ArgumentError
 
 log = logging.getLogger(__name__)
 
@@ -43,26 +42,25 @@ def choose_target(bundle: Path, target: str | None) -> str:
     return found[0]
 
 
-def bundle_graph_sha256(bundle: Path, name: str) -> str:
-    """The sha256 of the bundle's graph `name`: the manifest's (checked at load) or the file's."""
-    manifest = load_manifest(bundle, verify_hashes=False)
-    if name not in manifest.get("files", {}) and not (Path(bundle) / name).is_file():
-        raise BackendError(f"{bundle} has no {name}, which its TensorRT plan was built from: rebuild "
-                           "the engine")
-    return listed_sha256(bundle, manifest, name)
+def bundle_graph_sha256(bundle: Bundle, name: str) -> str:
+    """The sha256 of the bundle's graph `name`: the manifest's (checked at open) or the file's."""
+    if not bundle.has(name) and not bundle.file(name).is_file():
+        raise BackendError(f"{bundle.path} has no {name}, which its TensorRT plan was built from: "
+                           "rebuild the engine")
+    return bundle.sha256(name)
 
 
-def open_tensorrt_runner(bundle: Path, target: str | None) -> TensorRTRunner:
+def open_tensorrt_runner(bundle: Bundle, target: str | None) -> TensorRTRunner:
     """Load `target`'s plan after checking its fingerprint against this TensorRT, GPU and bundle."""
     trt = import_tensorrt("--backend trt runs where its engine was built (JetPack's TensorRT on the "
                           "Jetson); here use --backend ort")
-    target = choose_target(bundle, target)
-    paths = EnginePaths.of(bundle, target)
+    target = choose_target(bundle.path, target)
+    paths = EnginePaths.of(bundle.path, target)
     try:
         meta = json.loads(paths.meta.read_text())
     except (OSError, ValueError):
         raise BackendError(f"{paths.meta} is missing or unreadable: rebuild with make engine "
-                           f"TARGET={target} BUNDLE={bundle}") from None
+                           f"TARGET={target} BUNDLE={bundle.path}") from None
     built = Fingerprint.from_meta(meta, paths.meta)
     cuda = Cuda()
     device = cuda.device_facts("--backend trt needs the GPU its plan was built on; use --backend ort")
@@ -74,7 +72,7 @@ def open_tensorrt_runner(bundle: Path, target: str | None) -> TensorRTRunner:
     engine = runtime.deserialize_cuda_engine(paths.plan.read_bytes())
     if engine is None:
         raise BackendError(f"TensorRT could not load {paths.plan} (its messages above say why): rebuild "
-                           f"with make engine TARGET={target} BUNDLE={bundle}")
+                           f"with make engine TARGET={target} BUNDLE={bundle.path}")
     log.info("vision on TensorRT %s: %s (%s)", trt.__version__, paths.plan.name, device.name)
     return TensorRTRunner(trt, runtime, engine, cuda)
 
@@ -101,11 +99,9 @@ class TensorRTRunner:
                                "image_embeds, keep_indices: rebuild it with zipvlm engine")
         self.input_name = inputs[0]
         self.output_names = [n for n in names if n != self.input_name]
-        self.keep_indices: np.ndarray | None = None  # (B, D) token indices the last call kept
         self._bound: dict[tuple[int, ...], _Bound] = {}
 
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        """pixel_values (B, 3, H, W) float32 -> image_embeds (B, K, hidden) float32."""
+    def __call__(self, pixels: np.ndarray) -> VisionOutput:
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
         bound = self._bind(pixels.shape)
         self.cuda.to_device(bound.device[self.input_name], pixels, self.stream)
@@ -114,8 +110,9 @@ class TensorRTRunner:
         for name in self.output_names:
             self.cuda.to_host(bound.host[name], bound.device[name], self.stream)
         self.cuda.synchronize(self.stream)
-        self.keep_indices = bound.host["keep_indices"].astype(np.int64)  # a copy
-        return bound.host["image_embeds"].astype(np.float32)  # a copy
+        # Copies: the host buffers are reused by the next call.
+        return VisionOutput(bound.host["image_embeds"].astype(np.float32),
+                            bound.host["keep_indices"].astype(np.int64))
 
     def _bind(self, shape: tuple[int, ...]) -> _Bound:
         """Set the input shape and every tensor address; allocate the first time a shape is seen."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from zipvlm.cli.options import add_bundle
 
-def add_calib_command(commands: argparse._SubParsersAction) -> None:
+
+def register(commands: argparse._SubParsersAction) -> None:
     """Register `calib` and its two subcommands on the top-level subparsers."""
     from zipvlm.calib.collect import DEFAULT_EVERY, DEFAULT_MIN_DIFF, THUMBNAIL
-    from zipvlm.runtime.cli import _add_bundle
 
     calib = commands.add_parser(
         "calib",
@@ -66,7 +67,7 @@ def add_calib_command(commands: argparse._SubParsersAction) -> None:
             "image_embeds and IoU of keep_indices, INT8 vs float, on the held-out frames."
         ),
     )
-    _add_bundle(quantize)
+    add_bundle(quantize)
     quantize.add_argument("--frames", type=Path, required=True, metavar="FRAMES",
                           help="frame set written by zipvlm calib collect")
     quantize.add_argument("--holdout", type=float, default=0.25, metavar="F",

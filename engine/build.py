@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zipvlm.runtime.backends import BackendError
-from zipvlm.runtime.backends.targets import (
+from zipvlm.engine.targets import (
     BuildConfig,
     DeviceFacts,
     check_device,
     check_tensorrt_version,
 )
+from zipvlm.runtime.backends import BackendError
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
+from zipvlm.bundle.errors import ArgumentError, BundleError
+from zipvlm.bundle.format import FLOAT_GRAPH, FP8_GRAPH, FP16_GRAPH, INT8_GRAPH, EnginePaths
 from zipvlm.runtime.backends import BackendError
-from zipvlm.runtime.bundle import ENGINES_DIR, FLOAT_GRAPH, FP8_GRAPH, FP16_GRAPH, INT8_GRAPH
-from zipvlm.runtime.errors import ArgumentError, BundleError
+from zipvlm.runtime.backends.device import DeviceFacts
 
 GiB = 1 << 30
 
@@ -68,21 +69,6 @@ def check_tensorrt_version(version: str, opset: int) -> None:
             f"TensorRT {version} cannot build this graph (opset {opset}; TensorRT 8.6/JetPack 6.0 reads "
             "opset <= 17, 8.5/JetPack 5 lacks LayerNormalization): use TensorRT 10 (JetPack 6.1+ or 7) "
             "or 11")
-
-
-@dataclass(frozen=True)
-class EnginePaths:
-    """Files of one target's engine, side by side in `BUNDLE/engines/`."""
-
-    plan: Path
-    meta: Path  # the sidecar JSON: fingerprint, precision, build time
-    timing_cache: Path
-    report: Path  # static checks and polygraphy's view of the graph
-
-    @classmethod
-    def of(cls, bundle: Path, target: str) -> EnginePaths:
-        folder, stem = Path(bundle) / ENGINES_DIR, f"vision.{target}"
-        return cls(*(folder / f"{stem}.{kind}" for kind in ("plan", "json", "timing.cache", "report.txt")))
 
 
 @dataclass(frozen=True)
@@ -212,18 +198,6 @@ def graph_input(path: Path) -> tuple[str, tuple[int | str, ...], int]:
                           "profiles here need static shapes but batch")
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return inputs[0].name, shape, opset
-
-
-@dataclass(frozen=True)
-class DeviceFacts:
-    """The GPU a build or a run happens on."""
-
-    name: str
-    compute: tuple[int, int]
-
-    @property
-    def compute_text(self) -> str:
-        return f"{self.compute[0]}.{self.compute[1]}"
 
 
 def check_device(config: BuildConfig, device: DeviceFacts, dla_cores_here: int) -> None:

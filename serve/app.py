@@ -28,11 +28,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from zipvlm.runtime.answer import Answer, BundlePipeline, Session, with_image_timings
-from zipvlm.runtime.errors import ZipvlmError
-from zipvlm.runtime.live import LiveFeed
-from zipvlm.runtime.metrics import ServerMetrics
-from zipvlm.runtime.openai_api import ChatRequest, RequestError, ServerLimits, parse_chat_request
+from zipvlm.bundle.errors import ZipvlmError
+from zipvlm.runtime.conversation import Session
+from zipvlm.runtime.generation import Answer, ContextLengthError, check_context
+from zipvlm.runtime.pipeline import BundlePipeline
+from zipvlm.serve.live import LiveFeed
+from zipvlm.serve.metrics import ServerMetrics
+from zipvlm.serve.openai_api import ChatRequest, RequestError, ServerLimits, parse_chat_request
 
 RETRY_AFTER_S = 2
 PREVIEW_PERIOD_S = 1 / 15  # the MJPEG preview's frame period
@@ -96,16 +98,13 @@ class ModelWorker:
 
     def _generate(self, request: ChatRequest, on_text, cancelled: threading.Event) -> Completion:
         pipeline, prompts = self.pipeline, self.pipeline.prompts
-        embeds, timings = [], {"preprocess": 0.0, "vision": 0.0}
-        for image in request.images:
-            image_embeds, seen = pipeline.embed_image(image)
-            embeds.append(image_embeds)
-            timings = {stage: timings[stage] + seen[stage] for stage in timings}
-        ids = prompts.encode(prompts.conversation_text(request.messages), len(embeds))
-        if len(ids) + request.options.max_new_tokens > pipeline.context_length:
-            raise RequestError(400, f"the prompt ({len(ids)} tokens with its images) plus max_tokens "
-                               f"is over the model's {pipeline.context_length}-token context",
-                               "messages", code="context_length_exceeded")
+        seen = [pipeline.embed_image(image) for image in request.images]
+        ids = prompts.encode(prompts.conversation_text(request.messages), len(seen))
+        try:
+            check_context(len(ids), request.options.max_new_tokens, pipeline.context_length,
+                          "prompt with its images")
+        except ContextLengthError as exc:
+            raise RequestError(400, str(exc), "messages", code="context_length_exceeded") from None
 
         def stream(text: str) -> None:
             if cancelled.is_set():
@@ -115,9 +114,10 @@ class ModelWorker:
 
         session = Session(pipeline, None, request.options,
                           context=len(ids) + request.options.max_new_tokens,
-                          image_embeds=np.concatenate(embeds))
+                          image_embeds=np.concatenate([image.embeds for image in seen]))
         answer = session.ask_ids(ids, stream)
-        answer.timings_ms = with_image_timings(answer.timings_ms, timings)
+        answer.timings = answer.timings.with_image(sum(image.preprocess_ms for image in seen),
+                                                   sum(image.vision_ms for image in seen))
         self.metrics.observe(answer)
         finish = "length" if len(answer.token_ids) >= request.options.max_new_tokens else "stop"
         return Completion(answer, len(ids), finish)

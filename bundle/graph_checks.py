@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnx
 
-from zipvlm.runtime.errors import ExportError
+from zipvlm.bundle.errors import ExportError
 
 # Ops whose output shape depends on data, or that TensorRT cannot compile well.
 FORBIDDEN_OPS = frozenset({"NonZero", "Loop", "If", "Compress", "Unique", "Scan", "SequenceAt",

@@ -17,11 +17,12 @@ from collections.abc import Callable
 
 import cv2
 
-from zipvlm.runtime.answer import BundlePipeline
-from zipvlm.runtime.errors import ArgumentError
+from zipvlm.bundle.errors import ArgumentError
 from zipvlm.runtime.grabber import FrameGrabber
-from zipvlm.runtime.overlay import PatchGrid, draw_kept, kept_boxes
+from zipvlm.runtime.pipeline import BundlePipeline
+from zipvlm.runtime.regions import kept_boxes
 from zipvlm.runtime.stream import StreamAnswer, StreamOptions, stream_answers
+from zipvlm.serve.overlay import draw_kept
 
 JPEG_QUALITY = 80
 
@@ -37,7 +38,6 @@ class LiveFeed:
                  model_lock: threading.Lock, on_answer: Callable[[StreamAnswer], None] | None = None):
         options.validate()
         self.pipeline, self.grabber, self.options = pipeline, grabber, options
-        self.grid = PatchGrid.from_manifest(pipeline.manifest["vision"])
         self._model_lock = model_lock
         self._on_answer = on_answer
         self._prompt = self._checked(options.prompt)
@@ -78,7 +78,7 @@ class LiveFeed:
             return None
         image = frame.image
         if self._keep is not None:
-            image = draw_kept(image, kept_boxes(self._keep, self.grid, self.pipeline.preprocess_spec,
+            image = draw_kept(image, kept_boxes(self._keep, self.pipeline.bundle,
                                                 *image.shape[:2]))
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         return jpeg.tobytes() if ok else None

@@ -11,12 +11,12 @@ import argparse
 from importlib import metadata
 from pathlib import Path
 
-from zipvlm.runtime.backends.targets import TARGETS, build_plan, check_flags, is_strongly_typed
-from zipvlm.runtime.bundle import INT8_GRAPH, load_manifest
-from zipvlm.runtime.errors import ArgumentError, ZipvlmError
+from zipvlm.bundle.errors import ArgumentError, ZipvlmError
+from zipvlm.bundle.format import INT8_GRAPH, Bundle
+from zipvlm.engine.targets import TARGETS, build_plan, check_flags, is_strongly_typed
 
 
-def add_engine_command(commands) -> None:
+def register(commands) -> None:
     """Register `zipvlm engine` on the CLI's subparsers."""
     engine = commands.add_parser(
         "engine",
@@ -52,7 +52,7 @@ def add_engine_command(commands) -> None:
     engine.add_argument("--max-batch", type=int, default=1, metavar="N",
                         help="largest batch of the optimization profile (1..N, optimised for 1; "
                              "default 1)")
-    engine.set_defaults(handler=cmd_engine)
+    engine.set_defaults(handler=run_engine)
 
 
 def zipvlm_version() -> str:
@@ -74,9 +74,9 @@ def _quantize(bundle: Path, frames: Path) -> None:
     quantize_bundle(bundle, frames)
 
 
-def cmd_engine(args: argparse.Namespace) -> int:
+def run_engine(args: argparse.Namespace) -> int:
+    from zipvlm.engine.report import run_static_checks
     from zipvlm.runtime.backends.device import Cuda, import_tensorrt, jetson_release, tensorrt_version
-    from zipvlm.runtime.backends.report import run_static_checks
 
     bundle = args.bundle
     if args.fp16 and args.fp32:
@@ -86,7 +86,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
     flags = {"fp16": not args.fp32, "int8": args.int8, "fp8": args.fp8, "dla": args.dla,
              "max_batch": args.max_batch}
     check_flags(args.target, **flags)  # before a long --calib quantization
-    load_manifest(bundle)  # a tampered or foreign bundle stops here
+    Bundle.open(bundle)  # a tampered or foreign bundle stops here
     if args.int8 and args.calib is not None:
         if (bundle / INT8_GRAPH).is_file():
             print(f"{INT8_GRAPH} exists: building from it (zipvlm calib quantize re-quantizes)")
@@ -98,9 +98,9 @@ def cmd_engine(args: argparse.Namespace) -> int:
     if strongly_typed:
         print(f"TensorRT {version_here} is strongly typed: the plan runs {config.onnx_path.name}'s own "
               f"types ({config.precision}; float32 layers without TF32)", flush=True)
-    manifest = load_manifest(bundle, verify_hashes=False)  # re-read: --calib may have added a graph
+    opened = Bundle.open(bundle, verify_hashes=False)  # re-read: --calib may have added a graph
     version = zipvlm_version()
-    report = run_static_checks(config, manifest, version)
+    report = run_static_checks(config, opened, version)
     print(f"static checks passed: {config.onnx_path.name}, {report.op_types} op types, Q/DQ placement "
           f"{report.qdq}; report in {report.path}", flush=True)
     where = f"static checks passed, report in {report.path}"
@@ -108,7 +108,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
                           f"TARGET={args.target} BUNDLE={bundle}; {where}")
     device = Cuda().device_facts(f"build on the target GPU (make engine TARGET={args.target} "
                                  f"BUNDLE={bundle}); {where}")
-    from zipvlm.runtime.backends.tensorrt_build import build_engine
+    from zipvlm.engine.build import build_engine
 
     result = build_engine(trt, config, device, jetson_release(), report.onnx_sha256, version)
     print(f"engine built, {result.seconds:.1f} s, {result.plan} ({result.plan_bytes / 1e6:.1f} MB); "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from zipvlm.runtime.answer import Answer
+from zipvlm.runtime.generation import Answer
 
 # Seconds; covers a tiny model's milliseconds up to a CPU's tens of seconds.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)

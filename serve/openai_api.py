@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from zipvlm.runtime.answer import GenerationOptions
+from zipvlm.runtime.generation import GenerationOptions
 
 ROLES = ("system", "user", "assistant")
 

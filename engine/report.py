@@ -16,11 +16,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from zipvlm.bundle.format import INT8_GRAPH, Bundle
+from zipvlm.engine.targets import BuildConfig
 from zipvlm.runtime.backends import BackendError
-from zipvlm.runtime.backends.targets import BuildConfig
-from zipvlm.runtime.bundle import INT8_GRAPH, listed_sha256
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +36,6 @@ class StaticReport:
     onnx_sha256: str  # of the graph checked, which the plan is built from
 
 
-def expected_shapes(manifest: dict[str, Any]) -> dict[str, list]:
-    """The vision graph's I/O contract from the manifest (None: the dynamic batch)."""
-    size = manifest["vision"]["image_size"]
-    zip_config = manifest["visionzip"]
-    tokens = zip_config["num_image_tokens"]
-    kept = zip_config["dominant"] if zip_config["enabled"] else tokens
-    return {"pixel_values": [None, 3, size, size],
-            "image_embeds": [None, tokens, manifest["llm"]["hidden_size"]],
-            "keep_indices": [None, kept]}
-
-
 def polygraphy_inspect(onnx_path: Path) -> str:
     """`polygraphy inspect model PATH --show layers`: the graph's I/O and every node, as text."""
     if importlib.util.find_spec("polygraphy") is None:
@@ -62,13 +50,13 @@ def polygraphy_inspect(onnx_path: Path) -> str:
     return "\n".join(line for line in output.splitlines() if "'colored' module" not in line)
 
 
-def _graph_checks(onnx_path: Path, manifest: dict[str, Any]):
+def _graph_checks(onnx_path: Path, bundle: Bundle):
     """The export's own graph checks (onnx only): (GraphReport, Q/DQ verdict)."""
     import onnx
 
-    from zipvlm.runtime.graph_checks import QDQ_OPS, check_qdq_placement, check_vision_graph
+    from zipvlm.bundle.graph_checks import QDQ_OPS, check_qdq_placement, check_vision_graph
 
-    expected = expected_shapes(manifest)
+    expected = bundle.vision_io()
     if onnx_path.name != INT8_GRAPH:
         return check_vision_graph(onnx_path, expected), "not applicable (float graph)"
     graph = check_vision_graph(onnx_path, expected, extra_ops=QDQ_OPS)
@@ -76,11 +64,11 @@ def _graph_checks(onnx_path: Path, manifest: dict[str, Any]):
     return graph, f"passed ({weights} per-channel weights; selection and softmax in float)"
 
 
-def run_static_checks(config: BuildConfig, manifest: dict[str, Any], zipvlm_version: str) -> StaticReport:
+def run_static_checks(config: BuildConfig, bundle: Bundle, zipvlm_version: str) -> StaticReport:
     """Check the graph `config` builds from, write the report, and return where it went."""
     onnx_path = config.onnx_path
-    graph, qdq = _graph_checks(onnx_path, manifest)
-    onnx_sha256 = listed_sha256(config.bundle, manifest, onnx_path.name)
+    graph, qdq = _graph_checks(onnx_path, bundle)
+    onnx_sha256 = bundle.sha256(onnx_path.name)
     inspect = polygraphy_inspect(onnx_path)
     lo, opt, hi = config.profile
     dla = f"core {config.dla_core} with GPU fallback" if config.dla_core is not None else "no"

@@ -1,0 +1,28 @@
+"""`zipvlm demo`: build a tiny model, export it, stream the synthetic camera to it (offline)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(commands) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="build a tiny random LLaVA, export it, and stream a synthetic camera to it",
+        description="Build a tiny random-weight LLaVA (offline), export it with VisionZip, "
+                    "verify it, then stream the synthetic source through it, printing answers "
+                    "and latencies. The answers of a random model are noise.",
+    )
+    demo.add_argument("--workdir", type=Path, default=Path("artifacts"),
+                      help="where the tiny model and its bundle go (default ./artifacts)")
+    demo.add_argument("--seconds", type=float, default=10.0,
+                      help="how long to stream (default 10)")
+    demo.set_defaults(handler=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from zipvlm.export.demo import run_demo as demo
+
+    demo(args.workdir, args.seconds)
+    return 0
