@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench bench-gpu lint clean engine
+.PHONY: install demo test test-fast bench bench-gpu lint typecheck clean engine
 
 install: $(STAMP)
 
@@ -12,14 +12,18 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[export,dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[runtime,export,bench,engine,dev]'
 	touch $(STAMP)
 
 demo: install
 	$(VENV)/bin/zipvlm demo
 
+# The whole suite (what CI runs); test-fast skips the tests marked slow, for the edit loop.
 test: install
 	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 # Vision graph, the language side (builds its real-size bundles on the first run), the INT8
 # vision graph, then streaming (which streams the INT8 bench's bundle too).
@@ -36,14 +40,23 @@ bench-gpu: install
 # The TensorRT plan, built on the device that runs it: make engine TARGET=jetson BUNDLE=... [INT8=1 CALIB=frames].
 # No `install` prerequisite: that is the x86 dev setup (CPU torch). On the Jetson, TensorRT comes
 # with JetPack's system python, so: python3 -m venv --system-site-packages .venv &&
-# .venv/bin/pip install -e '.[engine]' (runtime + polygraphy + cuda-python, no torch).
+# .venv/bin/pip install -e '.[engine]' (the runtime core, polygraphy, cuda-python; JetPack's onnxruntime; no torch).
 TARGET ?= jetson
 engine:
 	@test -n "$(BUNDLE)" || { echo "make engine: set BUNDLE=path/to/bundle (and TARGET=jetson|orin-nano|thor|x86, default jetson)"; exit 2; }
 	$(VENV)/bin/zipvlm engine --bundle $(BUNDLE) --target $(TARGET) $(if $(INT8),--int8) $(if $(CALIB),--calib $(CALIB))
 
-lint: install
+# ruff (lint and format) everywhere; mypy on the torch-free packages, seen through
+# build/typecheck/zipvlm/<package> links (the namespace maps top-level folders, see pyproject.toml).
+TYPED := bundle runtime calib engine serve cli
+lint: install typecheck
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	@mkdir -p build/typecheck/zipvlm
+	@for p in bundle models runtime export calib engine serve cli bench; do ln -sfn ../../../$$p build/typecheck/zipvlm/$$p; done
+	$(VENV)/bin/mypy $(foreach p,$(TYPED),-p zipvlm.$(p))
 
 clean:
-	rm -rf artifacts .pytest_cache
+	rm -rf artifacts .pytest_cache build

@@ -147,7 +147,7 @@ class IndexedSource:
             return
         reader = OpenCVReader(self.spec)
         reader.open()
-        capture, position = reader.capture, 0
+        capture, position = reader.opened, 0
         try:
             for index in indices:
                 while position < index and capture.grab():  # decode only; no colour conversion
@@ -166,10 +166,10 @@ def _frame_count(spec: SourceSpec) -> int:
     reader = OpenCVReader(spec)
     reader.open()
     try:
-        count = int(reader.capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        count = int(reader.opened.get(cv2.CAP_PROP_FRAME_COUNT))
         if count <= 0:
             count = 0
-            while reader.capture.grab():
+            while reader.opened.grab():
                 count += 1
         return count
     finally:
@@ -271,7 +271,8 @@ def _write_frames(out: Path, images: Iterator[tuple[int, np.ndarray | None]],
                   total: int) -> tuple[list[Frame], int]:
     """Write PNGs as they come, skipping files already there byte for byte (a resumed collect)."""
     (out / FRAMES_MANIFEST).unlink(missing_ok=True)  # a set that fails half way is no set
-    frames, written = [], 0
+    frames: list[Frame] = []
+    written = 0
     for index, image in tqdm(images, total=total, desc=f"write {out.name}", unit="frame", disable=None):
         if not usable(image):
             raise ZipvlmError(f"frame {index} could be read once but not again: the source changed")

@@ -154,7 +154,7 @@ def build_plan(target: str, *, fp16: bool, int8: bool, fp8: bool, dla: int | Non
     onnx_path = graph_for(bundle, int8, fp8, fp16, strongly_typed)
     _require_graph(onnx_path, int8, fp8)
     input_name, shape, opset = graph_input(onnx_path)
-    rest = tuple(shape[1:])
+    rest = tuple(int(dim) for dim in shape[1:])  # graph_input checked them static
     uses_fp16 = fp16 and not (strongly_typed and (int8 or fp8))
     return BuildConfig(profile, Path(bundle), onnx_path, opset, input_name, uses_fp16, int8, fp8, dla,
                        max_batch, ((1, *rest), (1, *rest), (max_batch, *rest)), strongly_typed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -47,8 +48,8 @@ class Session:
         # (images, K, hidden); given, or computed from `image` at the first question
         self.image_embeds = image_embeds
         self.history: list[int] = []  # every token of the conversation so far
-        self._generator = None
-        self._visual = None  # keeps genai's visual_embeds buffer alive
+        self._generator: Any = None  # onnxruntime_genai.Generator
+        self._visual: np.ndarray | None = None  # keeps genai's visual_embeds buffer alive
         self._cache_is_current = False
 
     def ask(self, question: str, on_text: Callable[[str], None] | None = None) -> Answer:
@@ -62,15 +63,16 @@ class Session:
     def ask_ids(self, ids: list[int], on_text: Callable[[str], None] | None = None) -> Answer:
         pipeline = self.pipeline
         start = time.perf_counter()
-        seen = None
-        if self.image_embeds is None:
+        seen, embeds = None, self.image_embeds
+        if embeds is None:
+            assert self.image is not None, "a conversation holds an image or its embeddings"
             seen = pipeline.embed_image(self.image)
-            self.image_embeds = seen.embeds
+            embeds = self.image_embeds = seen.embeds
         check_context(len(self.history) + len(ids), self.options.max_new_tokens, self.context,
                       "conversation")
         feed = ids
         if not self._cache_is_current:
-            self._generator, self._visual = pipeline.generator(self.image_embeds, self.options,
+            self._generator, self._visual = pipeline.generator(embeds, self.options,
                                                                self.context)
             feed = self.history + ids
         before_prefill = time.perf_counter()
@@ -89,5 +91,5 @@ class Session:
         image_ms = {"preprocess": seen.preprocess_ms, "vision": seen.vision_ms} if seen else {}
         timings = generation_timings(start, before_prefill, after_prefill, decoded, **image_ms)
         text = pipeline.prompts.tokenizer.decode(decoded.token_ids, skip_special_tokens=True)
-        images, per_image = self.image_embeds.shape[:2]
+        images, per_image = embeds.shape[:2]
         return Answer(text, decoded.token_ids, images * per_image, timings, prefill_tokens=len(feed))

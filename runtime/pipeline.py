@@ -13,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
-from zipvlm.bundle.errors import ZipvlmError
+from zipvlm.bundle.errors import ArgumentError, ZipvlmError
 from zipvlm.bundle.format import Bundle
 from zipvlm.runtime.backends import open_vision_backend
 from zipvlm.runtime.generation import DEFAULT_OPTIONS, Answer, GenerationOptions
@@ -36,7 +37,7 @@ def read_image(path: Path) -> np.ndarray:
         raise ZipvlmError(f"cannot read {path} as an image (not an image file, or a format "
                           "OpenCV cannot decode)")
     if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
+        image = np.right_shift(image, 8).astype(np.uint8)
     return image
 
 
@@ -97,8 +98,12 @@ class BundlePipeline:
                                      self.eos_ids)
 
     def prompt_ids(self, prompt: str | None, raw_prompt: str | None) -> list[int]:
-        text = self.prompts.chat_text(prompt) if raw_prompt is None else raw_prompt
-        return self.prompts.encode(text)
+        """Ids of a question (the chat template applied) or of a raw prompt (verbatim)."""
+        if raw_prompt is not None:
+            return self.prompts.encode(raw_prompt)
+        if prompt is None:
+            raise ArgumentError("give a question (--prompt) or a raw prompt (--raw-prompt)")
+        return self.prompts.encode(self.prompts.chat_text(prompt))
 
     def ask(self, image: np.ndarray, ids: list[int], options: GenerationOptions = DEFAULT_OPTIONS,
             on_text: Callable[[str], None] | None = None) -> Answer:
@@ -127,7 +132,7 @@ class BundlePipeline:
         """
         og = self._og
         params = og.GeneratorParams(self.model)
-        search = {"max_length": context, "min_length": min_length, "do_sample": False}
+        search: dict[str, Any] = {"max_length": context, "min_length": min_length, "do_sample": False}
         if options.temperature > 0:
             search.update(do_sample=True, temperature=float(options.temperature),
                           top_p=float(options.top_p), top_k=0)

@@ -122,13 +122,13 @@ class PrefixCachedGenerator:
         cache, computed = self.prefix_cache(ids[:split], visual)
         logits, cache = self.decoder.forward(ids[split:], visual, cache)
         after_prefill = time.perf_counter()
-        state = {"logits": logits, "cache": cache}
 
         def advance(token: int) -> bool:
-            state["logits"], state["cache"] = self.decoder.forward([token], visual, state["cache"])
+            nonlocal logits, cache
+            logits, cache = self.decoder.forward([token], visual, cache)
             return True
 
-        decoded = decode(lambda: next_token(state["logits"], options.temperature, options.top_p, rng),
+        decoded = decode(lambda: next_token(logits, options.temperature, options.top_p, rng),
                          advance, options.max_new_tokens, self.eos_ids,
                          TextStream(self.prompts.tokenizer, on_text))
         cached = 0 if computed else split

@@ -10,6 +10,7 @@ image, and the float output matches the processor to float32 rounding.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 
 import numpy as np
@@ -116,7 +117,7 @@ def _composite_on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.where(a == 0, 255, out).astype(np.uint8)
 
 
-def output_size(height: int, width: int, resize_rule: dict[str, int]) -> tuple[int, int]:
+def output_size(height: int, width: int, resize_rule: Mapping[str, int]) -> tuple[int, int]:
     if "shortest_edge" in resize_rule:
         short = resize_rule["shortest_edge"]
         if height <= width:
@@ -142,7 +143,8 @@ def preprocess(image: np.ndarray, spec: PreprocessSpec, channel_order: str = "BG
     if spec.pad_to_square:
         rgb = _pad_square(rgb, spec.mean)
     if spec.resize is not None:
-        rgb = resize(rgb, *output_size(*rgb.shape[:2], spec.resize), spec.resample)
+        height, width = rgb.shape[:2]
+        rgb = resize(rgb, *output_size(height, width, spec.resize), spec.resample)
     if spec.center_crop is not None:
         crop_h, crop_w = spec.center_crop["height"], spec.center_crop["width"]
         top, left = (rgb.shape[0] - crop_h) // 2, (rgb.shape[1] - crop_w) // 2

@@ -110,10 +110,17 @@ class OpenCVReader:
             fps = capture.get(cv2.CAP_PROP_FPS)
             self.pacer = Pacer(fps if 0 < fps < 1000 else spec.fps)
 
+    @property
+    def opened(self) -> cv2.VideoCapture:
+        """The open capture (SourceLost once closed)."""
+        if self.capture is None:
+            raise SourceLost(f"{self.spec.describe()} is not open")
+        return self.capture
+
     def read(self) -> np.ndarray | None:
         if self.pacer:
             self.pacer.wait()
-        ok, frame = self.capture.read()
+        ok, frame = self.opened.read()
         if ok:
             return frame
         if self.spec.kind == "file":
@@ -121,7 +128,7 @@ class OpenCVReader:
                 return END
             self.close()
             self.open()  # from the start; SourceLost if the file went away
-            ok, frame = self.capture.read()
+            ok, frame = self.opened.read()
             if ok:
                 return frame
         raise SourceLost(f"{self.spec.describe()} stopped giving frames")

@@ -281,8 +281,10 @@ async def _events(worker: ModelWorker, chat: ChatRequest, model: str, request_id
             body["usage"] = usage
         return f"data: {json.dumps(body)}\n\n"
 
-    task = asyncio.ensure_future(worker.complete(
-        chat, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text)))
+    def on_text(text: str) -> None:
+        loop.call_soon_threadsafe(pieces.put_nowait, text)
+
+    task = asyncio.ensure_future(worker.complete(chat, on_text))
     yield chunk({"role": "assistant", "content": ""})
     while not (task.done() and pieces.empty()):
         getter = asyncio.ensure_future(pieces.get())

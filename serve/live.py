@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 
 import cv2
+import numpy as np
 
 from zipvlm.bundle.errors import ArgumentError
 from zipvlm.runtime.grabber import FrameGrabber
@@ -41,7 +42,7 @@ class LiveFeed:
         self._model_lock = model_lock
         self._on_answer = on_answer
         self._prompt = self._checked(options.prompt)
-        self._keep = None  # kept token indices of the last answered frame
+        self._keep: np.ndarray | None = None  # kept token indices of the last answered frame
         self.answers: deque[dict] = deque(maxlen=50)  # newest last
         self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = set()
         self._lock = threading.Lock()
@@ -62,10 +63,10 @@ class LiveFeed:
     def prompt(self) -> str:
         return self._prompt
 
-    def set_prompt(self, prompt: str) -> None:
+    def set_prompt(self, prompt: object) -> None:
         self._prompt = self._checked(prompt)
 
-    def _checked(self, prompt: str) -> str:
+    def _checked(self, prompt: object) -> str:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ArgumentError("the prompt is empty")
         self.pipeline.prompts.chat_text(prompt, system=self.options.system)  # the template may refuse it

@@ -71,7 +71,8 @@ def parse_chat_request(body: bytes, model_names: tuple[str, ...], limits: Server
     raw_messages = payload.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise RequestError(400, "'messages' must be a non-empty list", "messages")
-    messages, images = [], []
+    messages: list[dict] = []
+    images: list[np.ndarray] = []
     for i, message in enumerate(raw_messages):
         messages.append(_message(message, f"messages[{i}]", images, limits))
     if not images:
@@ -165,7 +166,7 @@ def decode_image(data: bytes, where: str, limits: ServerLimits) -> np.ndarray:
     if image.shape[0] * image.shape[1] > limits.max_image_pixels:
         raise RequestError(413, f"{where}: the image is {image.shape[1]}x{image.shape[0]}, over the "
                            f"limit of {limits.max_image_pixels} pixels", where)
-    return (image >> 8).astype(np.uint8) if image.dtype == np.uint16 else image
+    return np.right_shift(image, 8).astype(np.uint8) if image.dtype == np.uint16 else image
 
 
 def image_size_from_header(data: bytes) -> tuple[int, int] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ class OrtVisionRunner:
     copied in place and the outputs read back, with no allocation per frame.
     """
 
-    session: object  # onnxruntime.InferenceSession
+    session: Any  # onnxruntime.InferenceSession
     device: str = "cpu"  # "cpu" or "cuda": where the bound buffers live
     _bound: dict = field(default_factory=dict)
 

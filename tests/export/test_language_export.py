@@ -92,6 +92,7 @@ def test_manifest_lists_the_language_graphs(tiny_bundles):
     assert {"decoder.onnx", "embed.onnx", "genai_config.json"} <= set(bundle.files)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_no_zip_bundle_equals_plain_hf_generate(tiny_folders, tmp_path, family):
     """The full-token baseline runs the same code and gives HF's own answer."""

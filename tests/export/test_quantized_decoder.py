@@ -27,6 +27,8 @@ from zipvlm.export.pipeline import ExportOptions, export_bundle
 from zipvlm.models.tiny import TinySpec, build_tiny_llava
 from zipvlm.models.visionzip import VisionZipConfig
 
+pytestmark = pytest.mark.slow  # exports or benchmarks real bundles
+
 FLOORS = {"int8": (0.99, 0.80), "int4": (0.93, 0.50)}  # (min logits cosine, greedy agreement)
 GENERATED = 32
 IMAGE_SEEDS = (5, 6)

@@ -25,6 +25,8 @@ from zipvlm.bench.vision import TowerShape, bench_tower
 from zipvlm.models.tiny import TinySpec
 from zipvlm.models.visionzip import VisionZipConfig
 
+pytestmark = pytest.mark.slow  # exports or benchmarks real bundles
+
 TINY = TowerShape("tiny CLIP", "clip", 112, 14, 32, 3, 2, 64, -2, 48)
 
 

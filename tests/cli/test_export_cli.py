@@ -47,6 +47,7 @@ def test_manifest_preprocessing_comes_from_the_folder(bundle):
     assert pre.resample == "bicubic" and pre.rescale_factor == pytest.approx(1 / 255)
 
 
+@pytest.mark.slow
 def test_export_logs_each_stage_with_time(tiny_folders, tmp_path, capsys):
     assert main(export_args(tiny_folders["siglip-qwen2"], tmp_path / "b", 108, 20) + ["--fp16"]) == 0
     err = capsys.readouterr().err
@@ -56,6 +57,7 @@ def test_export_logs_each_stage_with_time(tiny_folders, tmp_path, capsys):
     assert Bundle.open(tmp_path / "b").graphs["vision.fp16.onnx"]["dtype"] == "float16"
 
 
+@pytest.mark.slow
 def test_export_over_an_existing_bundle_replaces_it(bundle, tiny_folders, tmp_path):
     out = tmp_path / "again"
     assert main(export_args(tiny_folders["clip-llama"], out)) == 0

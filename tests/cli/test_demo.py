@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from zipvlm.cli.main import main
+
+pytestmark = pytest.mark.slow  # exports or benchmarks real bundles
 
 
 def test_demo_builds_exports_and_streams_answers(tmp_path, capsys):
