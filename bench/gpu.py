@@ -68,10 +68,15 @@ def creating_on(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
 def build_language_model(shape: LanguageShape, device: torch.device, dtype: torch.dtype):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.for_model(shape.model_type, hidden_size=shape.width,
-                                  num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
-                                  num_key_value_heads=shape.kv_heads,
-                                  intermediate_size=shape.intermediate, vocab_size=shape.vocab)
+    config = AutoConfig.for_model(
+        shape.model_type,
+        hidden_size=shape.width,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        intermediate_size=shape.intermediate,
+        vocab_size=shape.vocab,
+    )
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
     with creating_on(device, dtype):
@@ -93,8 +98,14 @@ def median_ms(run: Callable[[], object], device: torch.device, repeats: int, war
     return statistics.median(times)
 
 
-def bench_pair(tower_shape: TowerShape, language: LanguageShape, selections, repeats: int,
-               device: torch.device, dtype: torch.dtype) -> list[dict]:
+def bench_pair(
+    tower_shape: TowerShape,
+    language: LanguageShape,
+    selections,
+    repeats: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> list[dict]:
     """One row per selection: vision, prefill and their sum, and each as a ratio to every token."""
     tower, projector, spec = build_random(tower_shape, attn="sdpa")
     tower, projector = tower.to(device, dtype), projector.to(device, dtype)
@@ -102,21 +113,31 @@ def bench_pair(tower_shape: TowerShape, language: LanguageShape, selections, rep
     pixels = torch.randn(1, 3, tower_shape.image_size, tower_shape.image_size, device=device, dtype=dtype)
     rows = []
     for selection in selections:
-        selector = (AllTokens(spec.num_tokens, spec.has_cls) if selection is None
-                    else VisionZip(selection, spec.num_tokens, spec.has_cls))
+        selector = (
+            AllTokens(spec.num_tokens, spec.has_cls)
+            if selection is None
+            else VisionZip(selection, spec.num_tokens, spec.has_cls)
+        )
         graph = VisionGraph(tower, projector, spec, selector.to(device)).eval()
         with torch.inference_mode():
             image_embeds = graph(pixels)[0]
         text = torch.randn(1, TEXT_TOKENS, language.width, device=device, dtype=dtype)
-        prompt = torch.cat([text[:, :TEXT_TOKENS // 2], image_embeds, text[:, TEXT_TOKENS // 2:]], dim=1)
+        prompt = torch.cat([text[:, : TEXT_TOKENS // 2], image_embeds, text[:, TEXT_TOKENS // 2 :]], dim=1)
         vision_ms = median_ms(lambda graph=graph: graph(pixels), device, repeats)
-        prefill_ms = median_ms(lambda prompt=prompt: llm(inputs_embeds=prompt, use_cache=True,
-                                                        logits_to_keep=1), device, repeats)
-        rows.append({"pair": f"{tower_shape.name.split(' ->')[0]} -> {language.name}",
-                     "setting": "all tokens" if selection is None else f"VisionZip K={image_embeds.shape[1]}",
-                     "image_tokens": image_embeds.shape[1], "prompt_tokens": prompt.shape[1],
-                     "vision_ms": vision_ms, "prefill_ms": prefill_ms,
-                     "first_token_ms": vision_ms + prefill_ms})
+        prefill_ms = median_ms(
+            lambda prompt=prompt: llm(inputs_embeds=prompt, use_cache=True, logits_to_keep=1), device, repeats
+        )
+        rows.append(
+            {
+                "pair": f"{tower_shape.name.split(' ->')[0]} -> {language.name}",
+                "setting": "all tokens" if selection is None else f"VisionZip K={image_embeds.shape[1]}",
+                "image_tokens": image_embeds.shape[1],
+                "prompt_tokens": prompt.shape[1],
+                "vision_ms": vision_ms,
+                "prefill_ms": prefill_ms,
+                "first_token_ms": vision_ms + prefill_ms,
+            }
+        )
     full = rows[0]
     for row in rows:
         for key in ("vision", "prefill", "first_token"):
@@ -128,16 +149,24 @@ def device_facts(device: torch.device) -> dict:
     facts = {"device": str(device), "torch": torch.__version__}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        facts.update(gpu=props.name, compute_capability=f"{props.major}.{props.minor}",
-                     memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda)
+        facts.update(
+            gpu=props.name,
+            compute_capability=f"{props.major}.{props.minor}",
+            memory_gib=round(props.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+        )
     return facts
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zipvlm.bench.gpu", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu for a slow "
-                                                         "functional run")
+    parser = argparse.ArgumentParser(
+        prog="python -m zipvlm.bench.gpu",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--device", default="cuda", help="cuda (default), cuda:N, or cpu for a slow functional run"
+    )
     parser.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per figure (median)")
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench"))
@@ -145,14 +174,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print(f"{parser.prog}: error: PyTorch sees no CUDA GPU here (torch {torch.__version__}): run it "
-              "on a GPU host, or pass --device cpu for a slow functional run", file=sys.stderr)
+        print(
+            f"{parser.prog}: error: PyTorch sees no CUDA GPU here (torch {torch.__version__}): run it "
+            "on a GPU host, or pass --device cpu for a slow functional run",
+            file=sys.stderr,
+        )
         return 2
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
-    return report(run(PAIRS, SELECTIONS, args.repeats, device, getattr(torch, args.dtype)),
-                  device_facts(device) | {"dtype": args.dtype, "repeats": args.repeats,
-                                          "text_tokens": TEXT_TOKENS}, args.out, args.json)
+    return report(
+        run(PAIRS, SELECTIONS, args.repeats, device, getattr(torch, args.dtype)),
+        device_facts(device) | {"dtype": args.dtype, "repeats": args.repeats, "text_tokens": TEXT_TOKENS},
+        args.out,
+        args.json,
+    )
 
 
 def run(pairs, selections, repeats: int, device: torch.device, dtype: torch.dtype) -> list[dict]:
@@ -170,8 +205,11 @@ def report(rows: list[dict], meta: dict, out: Path, as_json: bool) -> int:
     (out / "gpu.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     save_gpu_plot(rows, out / "gpu.png")
     where = meta.get("gpu", meta["device"])
-    print(json.dumps(rows, indent=2) if as_json else
-          f"device: {where}, {meta['dtype']}, torch {meta['torch']}\n\n{markdown_table(rows, GPU_COLUMNS)}")
+    print(
+        json.dumps(rows, indent=2)
+        if as_json
+        else f"device: {where}, {meta['dtype']}, torch {meta['torch']}\n\n{markdown_table(rows, GPU_COLUMNS)}"
+    )
     return 0
 
 

@@ -72,17 +72,21 @@ def time_graphs(bundle: Path, frame_set: Path, repeats: int, threads: int) -> di
     frames = load_frame_set(frame_set)
     spec = Bundle.open(bundle, verify_hashes=False).preprocess
     pixels = next(frames.pixel_values(frames.frames[:1], spec))
-    runners = {"float": ort_timer(bundle / FLOAT_GRAPH, threads),
-               "int8": ort_timer(bundle / INT8_GRAPH, threads),
-               # as `--vision-graph int8` runs it: common-subexpression elimination off
-               "int8_no_cse": ort_timer(bundle / INT8_GRAPH, threads,
-                                        disabled_optimizers=INT8_DISABLED_OPTIMIZERS)}
+    runners = {
+        "float": ort_timer(bundle / FLOAT_GRAPH, threads),
+        "int8": ort_timer(bundle / INT8_GRAPH, threads),
+        # as `--vision-graph int8` runs it: common-subexpression elimination off
+        "int8_no_cse": ort_timer(bundle / INT8_GRAPH, threads, disabled_optimizers=INT8_DISABLED_OPTIMIZERS),
+    }
     return interleaved_medians(runners, pixels, repeats)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zipvlm.bench.int8", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m zipvlm.bench.int8",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--bundle", type=Path, default=SOURCE_BUNDLE, help="bundle to quantize (read only)")
     parser.add_argument("--frames", type=int, default=32, help="frames collected (default 32)")
     parser.add_argument("--holdout", type=float, default=0.25, help="share held out (default 0.25)")
@@ -94,25 +98,38 @@ def main(argv: list[str] | None = None) -> int:
 
     bundle = working_bundle(args.bundle, args.out / "bundle")
     collect(CollectOptions("synthetic", args.frames, args.out / "frames", every=0.1))
-    report = quantize_bundle(bundle, args.out / "frames",
-                             QuantizeOptions(holdout=args.holdout, threads=args.threads))
+    report = quantize_bundle(
+        bundle, args.out / "frames", QuantizeOptions(holdout=args.holdout, threads=args.threads)
+    )
     ms = time_graphs(bundle, args.out / "frames", args.repeats, args.threads)
     row = {
         "tower": "CLIP ViT-L/14-336 -> 896 (random weights)",
         "kept": Bundle.open(bundle, verify_hashes=False).selection.num_image_tokens,
-        "float_ms": ms["float"], "int8_ms": ms["int8"], "speedup": ms["float"] / ms["int8"],
-        "int8_no_cse_ms": ms["int8_no_cse"], "speedup_no_cse": ms["float"] / ms["int8_no_cse"],
-        "cosine_mean": report.cosine.mean, "cosine_min": report.cosine.min,
-        "keep_iou_mean": report.keep_iou.mean, "keep_iou_min": report.keep_iou.min,
+        "float_ms": ms["float"],
+        "int8_ms": ms["int8"],
+        "speedup": ms["float"] / ms["int8"],
+        "int8_no_cse_ms": ms["int8_no_cse"],
+        "speedup_no_cse": ms["float"] / ms["int8_no_cse"],
+        "cosine_mean": report.cosine.mean,
+        "cosine_min": report.cosine.min,
+        "keep_iou_mean": report.keep_iou.mean,
+        "keep_iou_min": report.keep_iou.min,
         "kernels_cosine_mean": report.cpu_int8_kernels.cosine.mean,
         "kernels_keep_iou_mean": report.cpu_int8_kernels.keep_iou.mean,
         "frames": f"{report.frames['calibration']} / {report.frames['held_out']}",
     }
-    meta = {"machine": machine(), "repeats": args.repeats, "threads": args.threads, "batch": 1,
-            "frames": "synthetic source, frames >= 0.1 s apart", "bundle": str(args.bundle),
-            "sizes_mb": {name: round((bundle / name).stat().st_size / 1024**2, 1)
-                         for name in (FLOAT_GRAPH, INT8_GRAPH)},
-            "report": report.to_json()}
+    meta = {
+        "machine": machine(),
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "batch": 1,
+        "frames": "synthetic source, frames >= 0.1 s apart",
+        "bundle": str(args.bundle),
+        "sizes_mb": {
+            name: round((bundle / name).stat().st_size / 1024**2, 1) for name in (FLOAT_GRAPH, INT8_GRAPH)
+        },
+        "report": report.to_json(),
+    }
     (args.out.parent / "int8.json").write_text(json.dumps({"meta": meta, "rows": [row]}, indent=2))
     print(machine_line())
     print(markdown_table([row], INT8_COLUMNS))

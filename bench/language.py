@@ -35,14 +35,35 @@ from zipvlm.bench.report import LANGUAGE_COLUMNS, machine, machine_line, markdow
 from zipvlm.models.tiny import TinySpec, build_tiny_llava
 from zipvlm.models.visionzip import VisionZipConfig
 
-CLIP_L_TOWER = dict(family="clip-qwen2", image_size=336, patch_size=14, vision_width=1024,
-                    vision_heads=16, vision_layers=24, max_positions=4096)
+CLIP_L_TOWER = dict(
+    family="clip-qwen2",
+    image_size=336,
+    patch_size=14,
+    vision_width=1024,
+    vision_heads=16,
+    vision_layers=24,
+    max_positions=4096,
+)
 QWEN2_VOCAB = 151936
 MODELS = {
-    "Qwen2-0.5B": TinySpec(**CLIP_L_TOWER, text_width=896, text_layers=24, text_heads=14,
-                           text_kv_heads=2, text_intermediate=4864, text_vocab_size=QWEN2_VOCAB),
-    "Qwen2-1.5B": TinySpec(**CLIP_L_TOWER, text_width=1536, text_layers=28, text_heads=12,
-                           text_kv_heads=2, text_intermediate=8960, text_vocab_size=QWEN2_VOCAB),
+    "Qwen2-0.5B": TinySpec(
+        **CLIP_L_TOWER,
+        text_width=896,
+        text_layers=24,
+        text_heads=14,
+        text_kv_heads=2,
+        text_intermediate=4864,
+        text_vocab_size=QWEN2_VOCAB,
+    ),
+    "Qwen2-1.5B": TinySpec(
+        **CLIP_L_TOWER,
+        text_width=1536,
+        text_layers=28,
+        text_heads=12,
+        text_kv_heads=2,
+        text_intermediate=8960,
+        text_vocab_size=QWEN2_VOCAB,
+    ),
 }
 # None: every token (--no-zip); then the paper's LLaVA-1.5 settings for 64, 128 and 192.
 SELECTIONS = (None, VisionZipConfig(54, 10), VisionZipConfig(108, 20), VisionZipConfig(162, 30))
@@ -97,17 +118,28 @@ def prepare(name: str, spec: TinySpec, plan: BenchPlan, cache: Path) -> Prepared
         if not graphs[tokens].exists():
             print(f"[{name}] vision graph, {tokens} tokens", file=sys.stderr)
             with tempfile.TemporaryDirectory(dir=root) as work:
-                path = export_vision_graph(load_vision_graph(llava, selection), spec.image_size,
-                                           Path(work) / "vision.onnx")
+                path = export_vision_graph(
+                    load_vision_graph(llava, selection), spec.image_size, Path(work) / "vision.onnx"
+                )
                 path.rename(graphs[tokens])
     return Prepared(bundles, graphs, llava.config.text_config.vocab_size)
 
 
 def time_bundle(bundle: Path, graphs: dict[int, Path], plan: BenchPlan, time_vision: bool) -> dict:
     """Run zipvlm.bench.runtime_timing in a fresh interpreter and read its JSON."""
-    command = [sys.executable, "-m", "zipvlm.bench.runtime_timing", "--bundle", str(bundle),
-               "--repeats", str(plan.repeats), "--new-tokens", str(plan.new_tokens),
-               "--threads", str(plan.threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "zipvlm.bench.runtime_timing",
+        "--bundle",
+        str(bundle),
+        "--repeats",
+        str(plan.repeats),
+        "--new-tokens",
+        str(plan.new_tokens),
+        "--threads",
+        str(plan.threads),
+    ]
     command += [arg for tokens, path in graphs.items() for arg in ("--vision", f"{tokens}={path}")]
     if time_vision:
         command.append("--time-vision")
@@ -141,8 +173,21 @@ def run_peak_rss_mb(bundle: Path, workdir: Path, new_tokens: int) -> float:
 
     frame = workdir / "frame.png"
     cv2.imwrite(str(frame), camera_frame())
-    command = [sys.executable, "-m", "zipvlm.cli", "run", "--bundle", str(bundle), "--image",
-               str(frame), "--prompt", QUESTION, "--max-new-tokens", str(new_tokens), "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "zipvlm.cli",
+        "run",
+        "--bundle",
+        str(bundle),
+        "--image",
+        str(frame),
+        "--prompt",
+        QUESTION,
+        "--max-new-tokens",
+        str(new_tokens),
+        "--json",
+    ]
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
         peak_kb = 0
@@ -176,8 +221,15 @@ def prefill_flops(spec: TinySpec, prompt_tokens: int, vocab: int) -> float:
     return spec.text_layers * per_layer + 2 * s * d * vocab
 
 
-def rows_for(name: str, spec: TinySpec, quant: str, timing: dict, vision: dict[int, dict],
-             vocab: int, peak_rss_mb: float) -> list[dict]:
+def rows_for(
+    name: str,
+    spec: TinySpec,
+    quant: str,
+    timing: dict,
+    vision: dict[int, dict],
+    vocab: int,
+    peak_rss_mb: float,
+) -> list[dict]:
     """Table rows of one bundle: ratios are against the same bundle fed every token."""
     by_tokens = {row["image_tokens"]: row for row in timing["rows"]}
     rows = []
@@ -185,12 +237,22 @@ def rows_for(name: str, spec: TinySpec, quant: str, timing: dict, vision: dict[i
         seen = vision[tokens]
         ttft = seen["preprocess_ms"] + seen["vision_ms"] + row["first_token_ms"]
         flops = vision_flops(spec, tokens) + prefill_flops(spec, row["prompt_tokens"], vocab)
-        rows.append({"decoder": name, "quant": quant, "image_tokens": tokens,
-                     "prompt_tokens": row["prompt_tokens"], "preprocess_ms": seen["preprocess_ms"],
-                     "vision_ms": seen["vision_ms"], "prefill_ms": row["prefill_ms"], "ttft_ms": ttft,
-                     "decode_tokens_per_s": row["decode_tokens_per_s"],
-                     "peak_rss_mb": peak_rss_mb, "load_s": timing["load_s"],
-                     "flops": flops})
+        rows.append(
+            {
+                "decoder": name,
+                "quant": quant,
+                "image_tokens": tokens,
+                "prompt_tokens": row["prompt_tokens"],
+                "preprocess_ms": seen["preprocess_ms"],
+                "vision_ms": seen["vision_ms"],
+                "prefill_ms": row["prefill_ms"],
+                "ttft_ms": ttft,
+                "decode_tokens_per_s": row["decode_tokens_per_s"],
+                "peak_rss_mb": peak_rss_mb,
+                "load_s": timing["load_s"],
+                "flops": flops,
+            }
+        )
     reference = rows[0]  # every token
     for row in rows:
         row["prefill_ratio"] = reference["prefill_ms"] / row["prefill_ms"]
@@ -216,10 +278,16 @@ def run(plan: BenchPlan, cache: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zipvlm.bench.language", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(MODELS),
-                        help=f"comma-separated decoder shapes (default: {','.join(MODELS)})")
+    parser = argparse.ArgumentParser(
+        prog="python -m zipvlm.bench.language",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help=f"comma-separated decoder shapes (default: {','.join(MODELS)})",
+    )
     parser.add_argument("--quants", default=",".join(QUANTS), help="decoder precisions to time")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median)")
     parser.add_argument("--new-tokens", type=int, default=32, help="tokens decoded per run")
@@ -231,14 +299,24 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in args.models.split(",") if m not in MODELS]
     if unknown:
         parser.error(f"unknown --models {','.join(unknown)} (choose from {','.join(MODELS)})")
-    plan = BenchPlan({m: MODELS[m] for m in args.models.split(",")},
-                     tuple(args.quants.split(",")), SELECTIONS, args.repeats, args.new_tokens,
-                     args.threads)
+    plan = BenchPlan(
+        {m: MODELS[m] for m in args.models.split(",")},
+        tuple(args.quants.split(",")),
+        SELECTIONS,
+        args.repeats,
+        args.new_tokens,
+        args.threads,
+    )
     rows = run(plan, args.cache)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": machine(), "repeats": plan.repeats, "new_tokens": plan.new_tokens,
-            "threads": plan.threads, "frame": "640x480",
-            "models": {m: asdict(s) for m, s in plan.models.items()}}
+    meta = {
+        "machine": machine(),
+        "repeats": plan.repeats,
+        "new_tokens": plan.new_tokens,
+        "threads": plan.threads,
+        "frame": "640x480",
+        "models": {m: asdict(s) for m, s in plan.models.items()},
+    }
     (args.out / "language.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     save_language_plot(rows, args.out / "language.png")
     print(machine_line())

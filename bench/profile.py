@@ -41,7 +41,7 @@ def time_by_group(path: Path, pixels: np.ndarray, threads: int, workdir: Path) -
     session.run(None, feed)
     events = json.loads(Path(session.end_profiling()).read_text())
     kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
-    last_run = kernels[len(kernels) // 2:]
+    last_run = kernels[len(kernels) // 2 :]
     groups = node_groups(path)
     totals: Counter[str] = Counter()
     for event in last_run:

@@ -30,6 +30,7 @@ def machine_line() -> str:
     facts = machine()
     return f"machine: {facts['cpu']}, {facts['cores']} cores, {' '.join(facts['isa']) or 'no AVX2'}"
 
+
 # (row key, column title, format)
 VISION_COLUMNS = (
     ("tower", "tower", "{}"),
@@ -97,8 +98,7 @@ PREFIX_COLUMNS = (
 def markdown_table(rows: list[dict[str, Any]], columns: tuple = VISION_COLUMNS) -> str:
     header = "| " + " | ".join(title for _, title, _ in columns) + " |"
     rule = "|" + "|".join("---" for _ in columns) + "|"
-    body = ["| " + " | ".join(fmt.format(row[key]) for key, _, fmt in columns) + " |"
-            for row in rows]
+    body = ["| " + " | ".join(fmt.format(row[key]) for key, _, fmt in columns) + " |" for row in rows]
     return "\n".join([header, rule, *body])
 
 
@@ -115,8 +115,11 @@ def save_bar_chart(rows: list[dict[str, Any]], path: Path) -> Path:
     """Grouped bars: (a), (b), (c) latency per tower."""
     plt = _pyplot()
 
-    stages = (("encoder_ms", "(a) encoder to layer L"), ("visionzip_ms", "(b) vision.onnx"),
-              ("upstream_ms", "(c) upstream eager + VisionZip"))
+    stages = (
+        ("encoder_ms", "(a) encoder to layer L"),
+        ("visionzip_ms", "(b) vision.onnx"),
+        ("upstream_ms", "(c) upstream eager + VisionZip"),
+    )
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.27
     for i, (key, label) in enumerate(stages):
@@ -145,10 +148,12 @@ def save_language_plot(rows: list[dict[str, Any]], path: Path) -> Path:
         tokens = [row["image_tokens"] for row in points]
         ttft.plot(tokens, [row["ttft_ms"] for row in points], marker="o", label=label)
         decode.plot(tokens, [row["decode_tokens_per_s"] for row in points], marker="o", label=label)
-    ttft.set(xlabel="image tokens fed to the LLM", ylabel="time to first token, ms (median)",
-             title="TTFT: preprocess + vision + prefill")
-    decode.set(xlabel="image tokens fed to the LLM", ylabel="decode tokens/s (median)",
-               title="Decode speed")
+    ttft.set(
+        xlabel="image tokens fed to the LLM",
+        ylabel="time to first token, ms (median)",
+        title="TTFT: preprocess + vision + prefill",
+    )
+    decode.set(xlabel="image tokens fed to the LLM", ylabel="decode tokens/s (median)", title="Decode speed")
     ttft.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -162,8 +167,12 @@ def save_gpu_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(9, 4))
     labels = [f"{row['pair']}\n{row['setting']}" for row in rows]
     ax.bar(labels, [row["vision_ms"] for row in rows], label="vision graph")
-    bars = ax.bar(labels, [row["prefill_ms"] for row in rows], bottom=[row["vision_ms"] for row in rows],
-                  label="prefill")
+    bars = ax.bar(
+        labels,
+        [row["prefill_ms"] for row in rows],
+        bottom=[row["vision_ms"] for row in rows],
+        label="prefill",
+    )
     ax.bar_label(bars, labels=[f"{row['first_token_ms']:.1f}" for row in rows], fontsize=7)
     ax.set_ylabel("ms (median, batch 1)")
     ax.set_title("Vision + prefill on the GPU, every token vs VisionZip")

@@ -32,7 +32,7 @@ FRAME_SHAPE = (480, 640, 3)  # a VGA camera frame
 def camera_frame() -> np.ndarray:
     """A smooth BGR frame with some texture; latency does not depend on its content."""
     rng = np.random.default_rng(0)
-    rows, cols = np.mgrid[0:FRAME_SHAPE[0], 0:FRAME_SHAPE[1]]
+    rows, cols = np.mgrid[0 : FRAME_SHAPE[0], 0 : FRAME_SHAPE[1]]
     base = (rows[..., None] * [1, 2, 3] + cols[..., None] * [3, 1, 2]) % 256
     return (base + rng.integers(0, 32, FRAME_SHAPE)).clip(0, 255).astype(np.uint8)
 
@@ -48,8 +48,9 @@ def median_ms(run, repeats: int) -> float:
     return statistics.median(times)
 
 
-def time_generation(pipeline: BundlePipeline, embeds: np.ndarray, ids: list[int], new_tokens: int,
-                    repeats: int) -> dict[str, float]:
+def time_generation(
+    pipeline: BundlePipeline, embeds: np.ndarray, ids: list[int], new_tokens: int, repeats: int
+) -> dict[str, float]:
     """Median prefill ms, first-token ms (prefill + first sample) and decode tokens/s."""
     context = len(ids) + new_tokens
     # min_length keeps genai from stopping at a random model's end-of-sequence token.
@@ -76,8 +77,9 @@ def time_generation(pipeline: BundlePipeline, embeds: np.ndarray, ids: list[int]
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def measure(bundle: Path, graphs: dict[int, Path], repeats: int, new_tokens: int, threads: int,
-            time_vision: bool) -> dict:
+def measure(
+    bundle: Path, graphs: dict[int, Path], repeats: int, new_tokens: int, threads: int, time_vision: bool
+) -> dict:
     start = time.perf_counter()
     pipeline = BundlePipeline.open(bundle, threads=threads)
     load_s = time.perf_counter() - start
@@ -101,19 +103,30 @@ def measure(bundle: Path, graphs: dict[int, Path], repeats: int, new_tokens: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zipvlm.bench.runtime_timing", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m zipvlm.bench.runtime_timing",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--bundle", type=Path, required=True)
-    parser.add_argument("--vision", action="append", required=True, metavar="K=PATH",
-                        help="a vision graph giving K image tokens (repeatable)")
+    parser.add_argument(
+        "--vision",
+        action="append",
+        required=True,
+        metavar="K=PATH",
+        help="a vision graph giving K image tokens (repeatable)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--time-vision", action="store_true")
     args = parser.parse_args(argv)
     graphs = {int(k): Path(path) for k, path in (item.split("=", 1) for item in args.vision)}
-    print(json.dumps(measure(args.bundle, graphs, args.repeats, args.new_tokens, args.threads,
-                             args.time_vision)))
+    print(
+        json.dumps(
+            measure(args.bundle, graphs, args.repeats, args.new_tokens, args.threads, args.time_vision)
+        )
+    )
     return 0
 
 

@@ -78,9 +78,12 @@ class TowerResult:
 
     def row(self) -> dict:
         """Measured and derived figures, as the table, JSON and plot take them."""
-        return {**asdict(self), "zip_over_encoder": self.zip_over_encoder,
-                "upstream_over_zip": self.upstream_over_zip,
-                "images_per_s": 1000 / self.visionzip_ms}
+        return {
+            **asdict(self),
+            "zip_over_encoder": self.zip_over_encoder,
+            "upstream_over_zip": self.upstream_over_zip,
+            "images_per_s": 1000 / self.visionzip_ms,
+        }
 
 
 class PlainEncoder(nn.Module):
@@ -104,29 +107,34 @@ def build_random(shape: TowerShape, attn: str):
 
     vision_type = {"clip": "clip_vision_model", "siglip": "siglip_vision_model"}[shape.family]
     vision = AutoConfig.for_model(
-        vision_type, image_size=shape.image_size, patch_size=shape.patch_size,
-        hidden_size=shape.width, num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
+        vision_type,
+        image_size=shape.image_size,
+        patch_size=shape.patch_size,
+        hidden_size=shape.width,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.intermediate,
     )
     vision._attn_implementation = attn
     text = AutoConfig.for_model("qwen2", hidden_size=shape.llm_width)
-    config = LlavaConfig(vision_config=vision, text_config=text,
-                         vision_feature_layer=shape.feature_layer)
+    config = LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=shape.feature_layer)
     torch.manual_seed(0)
     tower = AutoModel.from_config(vision).eval()
     projector = LlavaMultiModalProjector(config).eval()
     return tower, projector, tower_spec(vision, shape.feature_layer)
 
 
-def ort_timer(path: Path, threads: int, optimize: bool = True,
-              disabled_optimizers: tuple[str, ...] = ()) -> Callable[[np.ndarray], object]:
+def ort_timer(
+    path: Path, threads: int, optimize: bool = True, disabled_optimizers: tuple[str, ...] = ()
+) -> Callable[[np.ndarray], object]:
     session = ort_session(path, threads=threads, disabled_optimizers=disabled_optimizers, optimize=optimize)
     name = session.get_inputs()[0].name
     return lambda pixels: session.run(None, {name: pixels})
 
 
-def upstream_timer(tower: nn.Module, projector: nn.Module, spec: TowerSpec,
-                   zip_config: VisionZipConfig) -> Callable[[np.ndarray], object]:
+def upstream_timer(
+    tower: nn.Module, projector: nn.Module, spec: TowerSpec, zip_config: VisionZipConfig
+) -> Callable[[np.ndarray], object]:
     """(c): every layer with attention maps, then the selection in PyTorch."""
     visionzip = VisionZip(zip_config, spec.num_tokens, spec.has_cls)
     layer = tower.encoder.layers[spec.layer_index]
@@ -146,8 +154,9 @@ def upstream_timer(tower: nn.Module, projector: nn.Module, spec: TowerSpec,
     return run
 
 
-def interleaved_medians(runners: dict[str, Callable[[np.ndarray], object]], pixels: np.ndarray,
-                        repeats: int) -> dict[str, float]:
+def interleaved_medians(
+    runners: dict[str, Callable[[np.ndarray], object]], pixels: np.ndarray, repeats: int
+) -> dict[str, float]:
     """Median ms per runner; rounds alternate runners so drift hits them all alike."""
     for run in runners.values():
         run(pixels)  # warm-up: allocations, kernel selection
@@ -160,11 +169,15 @@ def interleaved_medians(runners: dict[str, Callable[[np.ndarray], object]], pixe
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def bench_tower(shape: TowerShape, zip_config: VisionZipConfig, repeats: int, threads: int,
-                workdir: Path) -> TowerResult:
+def bench_tower(
+    shape: TowerShape, zip_config: VisionZipConfig, repeats: int, threads: int, workdir: Path
+) -> TowerResult:
     torch.set_num_threads(threads)
-    pixels = np.random.default_rng(0).standard_normal(
-        (1, 3, shape.image_size, shape.image_size)).astype(np.float32)
+    pixels = (
+        np.random.default_rng(0)
+        .standard_normal((1, 3, shape.image_size, shape.image_size))
+        .astype(np.float32)
+    )
     tower, projector, spec = build_random(shape, attn="sdpa")
     selector = VisionZip(zip_config, spec.num_tokens, spec.has_cls)
     graph = VisionGraph(tower, projector, spec, selector).eval()
@@ -172,10 +185,15 @@ def bench_tower(shape: TowerShape, zip_config: VisionZipConfig, repeats: int, th
     plain_path = workdir / "encoder.onnx"
     with quiet_exporter(), torch.no_grad():
         batch = torch.export.Dim("batch", min=1, max=64)
-        torch.onnx.export(PlainEncoder(graph.trunk), (torch.zeros(2, 3, shape.image_size,
-                          shape.image_size),), dynamo=True, input_names=["pixel_values"],
-                          dynamic_shapes={"pixel_values": {0: batch}}, opset_version=OPSET,
-                          verbose=False).save(str(plain_path))
+        torch.onnx.export(
+            PlainEncoder(graph.trunk),
+            (torch.zeros(2, 3, shape.image_size, shape.image_size),),
+            dynamo=True,
+            input_names=["pixel_values"],
+            dynamic_shapes={"pixel_values": {0: batch}},
+            opset_version=OPSET,
+            verbose=False,
+        ).save(str(plain_path))
     del graph
     tower.config._attn_implementation = "eager"  # upstream needs the attention maps
     runners = {
@@ -188,14 +206,26 @@ def bench_tower(shape: TowerShape, zip_config: VisionZipConfig, repeats: int, th
     ms = interleaved_medians(runners, pixels, repeats)
     del runners
     kernels = time_by_group(zip_path, pixels, threads, workdir)
-    return TowerResult(shape.name, spec.num_tokens, zip_config.num_output_tokens,
-                       ms["encoder"], ms["visionzip"], ms["upstream"], ms["no_graph_opt"],
-                       ms["one_thread"], kernels["selector"], kernels["projector"])
+    return TowerResult(
+        shape.name,
+        spec.num_tokens,
+        zip_config.num_output_tokens,
+        ms["encoder"],
+        ms["visionzip"],
+        ms["upstream"],
+        ms["no_graph_opt"],
+        ms["one_thread"],
+        kernels["selector"],
+        kernels["projector"],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zipvlm.bench.vision", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m zipvlm.bench.vision",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per stage (median)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for ORT and torch")
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench"))
@@ -208,8 +238,14 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench_tower(shape, zip_config, args.repeats, args.threads, Path(work)))
     rows = [result.row() for result in results]
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"threads": args.threads, "repeats": args.repeats, "batch": 1,
-            "onnxruntime": ort.__version__, "torch": torch.__version__, "machine": machine()}
+    meta = {
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "batch": 1,
+        "onnxruntime": ort.__version__,
+        "torch": torch.__version__,
+        "machine": machine(),
+    }
     (args.out / "vision.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     save_bar_chart(rows, args.out / "vision.png")
     print(json.dumps(rows, indent=2) if args.json else f"{machine_line()}\n\n{markdown_table(rows)}")

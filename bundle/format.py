@@ -80,8 +80,9 @@ class PreprocessSpec:
 
     def __post_init__(self) -> None:
         if self.resample not in RESAMPLE_FILTERS:
-            raise BundleError(f"resample '{self.resample}' is not supported "
-                              f"(supported: {', '.join(RESAMPLE_FILTERS)})")
+            raise BundleError(
+                f"resample '{self.resample}' is not supported (supported: {', '.join(RESAMPLE_FILTERS)})"
+            )
         object.__setattr__(self, "mean", tuple(self.mean))
         object.__setattr__(self, "std", tuple(self.std))
 
@@ -122,10 +123,12 @@ class DecoderSection:
             num_layers=len(layers),
             num_kv_heads=int(decoder["num_key_value_heads"]),
             head_size=int(decoder["head_size"]),
-            past_names=tuple(inputs[key] % i for i in layers
-                             for key in ("past_key_names", "past_value_names")),
-            present_names=tuple(outputs[key] % i for i in layers
-                                for key in ("present_key_names", "present_value_names")),
+            past_names=tuple(
+                inputs[key] % i for i in layers for key in ("past_key_names", "past_value_names")
+            ),
+            present_names=tuple(
+                outputs[key] % i for i in layers for key in ("present_key_names", "present_value_names")
+            ),
         )
 
 
@@ -158,10 +161,13 @@ class Bundle:
     def from_manifest(cls, path: Path, manifest: dict[str, Any]) -> Bundle:
         files = manifest.get("files")
         if not isinstance(files, dict) or not files:
-            raise BundleError(f"{path}: {MANIFEST_NAME} lists no files, so nothing can be verified: "
-                              "re-export the bundle")
-        language = {**_section(manifest, "llm", path), **{key: manifest.get(key) for key in (
-            "image_token_id", "eos_token_ids", "chat_template")}}
+            raise BundleError(
+                f"{path}: {MANIFEST_NAME} lists no files, so nothing can be verified: re-export the bundle"
+            )
+        language = {
+            **_section(manifest, "llm", path),
+            **{key: manifest.get(key) for key in ("image_token_id", "eos_token_ids", "chat_template")},
+        }
         language["eos_token_ids"] = tuple(language.get("eos_token_ids") or ())
         return cls(
             path=path,
@@ -184,8 +190,11 @@ class Bundle:
             "model_family": self.model_family,
             "source_model": self.source_model,
             "vision": dataclasses.asdict(self.vision),
-            "preprocess": {**dataclasses.asdict(self.preprocess), "mean": list(self.preprocess.mean),
-                           "std": list(self.preprocess.std)},
+            "preprocess": {
+                **dataclasses.asdict(self.preprocess),
+                "mean": list(self.preprocess.mean),
+                "std": list(self.preprocess.std),
+            },
             "visionzip": dataclasses.asdict(self.selection),
             "llm": {"model_type": language["model_type"], "hidden_size": language["hidden_size"]},
             "image_token_id": language["image_token_id"],
@@ -202,7 +211,8 @@ class Bundle:
         files = {
             str(file.relative_to(self.path)): sha256_file(file)
             for file in sorted(self.path.rglob("*"))
-            if file.is_file() and file.name != MANIFEST_NAME
+            if file.is_file()
+            and file.name != MANIFEST_NAME
             and file.relative_to(self.path).parts[0] != ENGINES_DIR
         }
         written = dataclasses.replace(self, files=files)
@@ -216,8 +226,10 @@ class Bundle:
             if not file.is_file():
                 raise BundleError(f"{self.path}: {name} is listed in the manifest but missing")
             if sha256_file(file) != expected:
-                raise BundleError(f"{self.path}: {name} does not match its sha256 in the manifest "
-                                  "(modified or truncated): re-export the bundle")
+                raise BundleError(
+                    f"{self.path}: {name} does not match its sha256 in the manifest "
+                    "(modified or truncated): re-export the bundle"
+                )
 
     def with_graph(self, name: str, entry: Mapping[str, Any]) -> Bundle:
         """The same bundle with one more (or a replaced) graph entry; `write` it to record it."""
@@ -242,9 +254,11 @@ class Bundle:
     def vision_io(self) -> dict[str, list]:
         """The vision graph's inputs and outputs, shape per name (None: the dynamic batch)."""
         size = self.vision.image_size
-        return {"pixel_values": [None, 3, size, size],
-                "image_embeds": [None, self.selection.num_image_tokens, self.language.hidden_size],
-                "keep_indices": [None, self.selection.kept_width]}
+        return {
+            "pixel_values": [None, 3, size, size],
+            "image_embeds": [None, self.selection.num_image_tokens, self.language.hidden_size],
+            "keep_indices": [None, self.selection.kept_width],
+        }
 
     @property
     def name(self) -> str:
@@ -260,8 +274,9 @@ class Bundle:
         except OSError:
             raise BundleError(f"{self.path} has no readable {GENAI_CONFIG}: re-export the bundle") from None
         except (ValueError, KeyError, TypeError) as exc:
-            raise BundleError(f"{config} is not a genai decoder config ({type(exc).__name__}: {exc}): "
-                              "re-export the bundle") from None
+            raise BundleError(
+                f"{config} is not a genai decoder config ({type(exc).__name__}: {exc}): re-export the bundle"
+            ) from None
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -278,8 +293,10 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise BundleError(f"{manifest_file} is not a JSON object")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
-        raise BundleError(f"{path} has bundle format {version!r}; this zipvlm reads format "
-                          f"{FORMAT_VERSION}: re-export it with 'zipvlm export'")
+        raise BundleError(
+            f"{path} has bundle format {version!r}; this zipvlm reads format "
+            f"{FORMAT_VERSION}: re-export it with 'zipvlm export'"
+        )
     return manifest
 
 
@@ -295,8 +312,9 @@ def _typed(kind: type, values: dict[str, Any], key: str, path: Path):
     names = {f.name for f in dataclasses.fields(kind)}
     missing = sorted(names - set(values))
     if missing:
-        raise BundleError(f"{path}: {MANIFEST_NAME}'s '{key}' section lacks {', '.join(missing)}: "
-                          "re-export the bundle")
+        raise BundleError(
+            f"{path}: {MANIFEST_NAME}'s '{key}' section lacks {', '.join(missing)}: re-export the bundle"
+        )
     return kind(**{name: values[name] for name in names})
 
 

@@ -16,27 +16,104 @@ import onnx
 from zipvlm.bundle.errors import ExportError
 
 # Ops whose output shape depends on data, or that TensorRT cannot compile well.
-FORBIDDEN_OPS = frozenset({"NonZero", "Loop", "If", "Compress", "Unique", "Scan", "SequenceAt",
-                           "SplitToSequence", "SequenceConstruct"})
+FORBIDDEN_OPS = frozenset(
+    {
+        "NonZero",
+        "Loop",
+        "If",
+        "Compress",
+        "Unique",
+        "Scan",
+        "SequenceAt",
+        "SplitToSequence",
+        "SequenceConstruct",
+    }
+)
 # Everything else the vision graph may contain (encoder, VisionZip, projector).
-ALLOWED_OPS = frozenset({
-    # selection
-    "TopK", "Gather", "GatherElements", "GatherND", "ScatterElements", "ScatterND", "CumSum",
-    "ArgMax", "OneHot", "Equal",
-    # encoder, projector and ordinary arithmetic
-    "Conv", "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Neg",
-    "Exp", "Erf", "Tanh", "Sigmoid", "Softmax", "LayerNormalization", "ReduceSum", "ReduceMean",
-    "ReduceMax", "ReduceL2", "Max", "Min", "Clip", "Abs", "Where", "Not", "Less", "Greater",
-    "LessOrEqual", "GreaterOrEqual", "And", "Or",
-    "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Concat", "Slice", "Split",
-    "Expand", "Tile", "Shape", "Size", "Range", "ConstantOfShape", "Constant", "Identity", "Cast",
-    "CastLike",
-})
+ALLOWED_OPS = frozenset(
+    {
+        # selection
+        "TopK",
+        "Gather",
+        "GatherElements",
+        "GatherND",
+        "ScatterElements",
+        "ScatterND",
+        "CumSum",
+        "ArgMax",
+        "OneHot",
+        "Equal",
+        # encoder, projector and ordinary arithmetic
+        "Conv",
+        "MatMul",
+        "Gemm",
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Pow",
+        "Sqrt",
+        "Reciprocal",
+        "Neg",
+        "Exp",
+        "Erf",
+        "Tanh",
+        "Sigmoid",
+        "Softmax",
+        "LayerNormalization",
+        "ReduceSum",
+        "ReduceMean",
+        "ReduceMax",
+        "ReduceL2",
+        "Max",
+        "Min",
+        "Clip",
+        "Abs",
+        "Where",
+        "Not",
+        "Less",
+        "Greater",
+        "LessOrEqual",
+        "GreaterOrEqual",
+        "And",
+        "Or",
+        "Reshape",
+        "Transpose",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
+        "Concat",
+        "Slice",
+        "Split",
+        "Expand",
+        "Tile",
+        "Shape",
+        "Size",
+        "Range",
+        "ConstantOfShape",
+        "Constant",
+        "Identity",
+        "Cast",
+        "CastLike",
+    }
+)
 # An INT8 graph (zipvlm calib quantize) adds explicit quantization.
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 # Q/DQ next to these would quantize VisionZip's choice of tokens or the attention probabilities.
-FLOAT_ONLY_OPS = frozenset({"TopK", "Gather", "GatherElements", "GatherND", "ScatterElements",
-                            "ScatterND", "CumSum", "ArgMax", "OneHot", "Softmax"})
+FLOAT_ONLY_OPS = frozenset(
+    {
+        "TopK",
+        "Gather",
+        "GatherElements",
+        "GatherND",
+        "ScatterElements",
+        "ScatterND",
+        "CumSum",
+        "ArgMax",
+        "OneHot",
+        "Softmax",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -53,8 +130,9 @@ def _shape(value_info: onnx.ValueInfoProto) -> list:
     return [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in dims]
 
 
-def check_vision_graph(path: Path, expected: dict[str, list],
-                       extra_ops: frozenset[str] = frozenset()) -> GraphReport:
+def check_vision_graph(
+    path: Path, expected: dict[str, list], extra_ops: frozenset[str] = frozenset()
+) -> GraphReport:
     """Run onnx.checker and the op-set, TopK and static-shape checks; raise ExportError.
 
     `extra_ops` widens the allowed set (QDQ_OPS for an INT8 graph).
@@ -73,9 +151,7 @@ def check_vision_graph(path: Path, expected: dict[str, list],
     bad = sorted(set(op_counts) & FORBIDDEN_OPS)
     unknown = sorted(set(op_counts) - ALLOWED_OPS - extra_ops - FORBIDDEN_OPS)
     if bad or unknown:
-        raise ExportError(
-            f"{path.name} uses ops outside the TensorRT-safe set: {', '.join(bad + unknown)}"
-        )
+        raise ExportError(f"{path.name} uses ops outside the TensorRT-safe set: {', '.join(bad + unknown)}")
     _check_topk_constant(model)
 
     shapes = {vi.name: _shape(vi) for vi in list(model.graph.input) + list(model.graph.output)}
@@ -83,8 +159,7 @@ def check_vision_graph(path: Path, expected: dict[str, list],
         got = shapes.get(name)
         if got is None:
             raise ExportError(f"{path.name} has no tensor named '{name}' (has {sorted(shapes)})")
-        if len(got) != len(want) or any(w is not None and g != w
-                                        for g, w in zip(got, want, strict=True)):
+        if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want, strict=True)):
             raise ExportError(f"{path.name}: '{name}' has shape {got}, expected {want}")
         if not isinstance(got[0], str) or any(not isinstance(d, int) for d in got[1:]):
             raise ExportError(f"{path.name}: '{name}' must be dynamic in batch only, got {got}")
@@ -133,8 +208,10 @@ def check_qdq_placement(model: onnx.ModelProto) -> int:
             scale = initializers.get(node.input[1])
             has_axis = any(attr.name == "axis" for attr in node.attribute)
             if scale is None or len(scale.dims) != 1 or not has_axis:
-                raise ExportError(f"weight {node.input[0]} is not quantized per channel "
-                                  f"(DequantizeLinear '{node.name}' needs a 1-D scale and an axis)")
+                raise ExportError(
+                    f"weight {node.input[0]} is not quantized per channel "
+                    f"(DequantizeLinear '{node.name}' needs a 1-D scale and an axis)"
+                )
             weights += 1
     if not weights:
         raise ExportError("the graph has no quantized weights (no DequantizeLinear of an initializer)")
@@ -146,8 +223,10 @@ def check_qdq_placement(model: onnx.ModelProto) -> int:
             pair = {before.op_type, node.op_type}
             if pair & QDQ_OPS and pair & FLOAT_ONLY_OPS:
                 touched = (pair & FLOAT_ONLY_OPS).pop()
-                raise ExportError(f"{before.op_type} '{before.name}' feeds {node.op_type} "
-                                  f"'{node.name}': no Q/DQ may touch {touched} (the token "
-                                  "selection and attention probabilities stay float)")
+                raise ExportError(
+                    f"{before.op_type} '{before.name}' feeds {node.op_type} "
+                    f"'{node.name}': no Q/DQ may touch {touched} (the token "
+                    "selection and attention probabilities stay float)"
+                )
     _check_topk_constant(model)
     return weights

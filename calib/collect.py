@@ -67,8 +67,9 @@ class CollectOptions:
             raise ArgumentError(f"--min-diff must not be negative, got {self.min_diff}")
         if self.every is not None:
             if spec.kind in ("file", "folder"):
-                raise ArgumentError(f"--every applies to live sources; a {spec.kind} is sampled "
-                                    "evenly over its whole length")
+                raise ArgumentError(
+                    f"--every applies to live sources; a {spec.kind} is sampled evenly over its whole length"
+                )
             if self.every < 0:
                 raise ArgumentError(f"--every must not be negative, got {self.every}")
 
@@ -115,9 +116,12 @@ def collect(options: CollectOptions) -> CollectResult:
 
 def sampling_rule(spec: SourceSpec, options: CollectOptions) -> dict[str, Any]:
     """The manifest's account of how the frames were picked."""
-    rule = {"source_kind": spec.kind, "requested": options.frames,
-            "dedup": f"mean |diff| of {THUMBNAIL}x{THUMBNAIL} gray thumbnails < min_diff",
-            "min_diff": options.min_diff}
+    rule = {
+        "source_kind": spec.kind,
+        "requested": options.frames,
+        "dedup": f"mean |diff| of {THUMBNAIL}x{THUMBNAIL} gray thumbnails < min_diff",
+        "min_diff": options.min_diff,
+    }
     if spec.kind in ("file", "folder"):
         return {"rule": "evenly spaced over the source; grid refined 2x until N distinct", **rule}
     every = DEFAULT_EVERY if options.every is None else options.every
@@ -125,6 +129,7 @@ def sampling_rule(spec: SourceSpec, options: CollectOptions) -> dict[str, Any]:
 
 
 # --- files and folders: evenly spaced ------------------------------------------------------------
+
 
 class IndexedSource:
     """Random access by position: frame numbers of a video file, or files of a folder."""
@@ -183,8 +188,14 @@ def even_indices(length: int, count: int) -> list[int]:
 
 def _distinct(source: IndexedSource, indices: list[int], min_diff: float) -> list[int]:
     dedup = Deduplicator(min_diff)
-    scan = tqdm(source.read(indices), total=len(indices), desc=f"scan {len(indices)} candidates",
-                unit="frame", disable=None, leave=False)
+    scan = tqdm(
+        source.read(indices),
+        total=len(indices),
+        desc=f"scan {len(indices)} candidates",
+        unit="frame",
+        disable=None,
+        leave=False,
+    )
     return [index for index, image in scan if usable(image) and dedup.accept(image)]
 
 
@@ -202,13 +213,15 @@ def _collect_even(spec: SourceSpec, options: CollectOptions) -> CollectResult:
         raise TooFewFramesError(
             f"{spec.describe()} has only {len(distinct)} distinct usable frames of {source.length} "
             f"(near-duplicates: thumbnail diff < {options.min_diff}), {wanted} requested: "
-            "lower --frames or --min-diff, or use a longer source")
+            "lower --frames or --min-diff, or use a longer source"
+        )
     chosen = [distinct[i] for i in even_indices(len(distinct), wanted)]
     frames, written = _write_frames(options.out, source.read(chosen), len(chosen))
     return _finish(options, spec, frames, written, len(candidates))
 
 
 # --- live sources: spaced in time ------------------------------------------------------------------
+
 
 class LiveSampler:
     """Distinct frames of a live source, at least `every` seconds apart, up to a candidate limit."""
@@ -249,11 +262,13 @@ def _collect_live(spec: SourceSpec, options: CollectOptions) -> CollectResult:
         raise TooFewFramesError(
             f"{spec.describe()} gave only {len(frames)} distinct frames in {sampler.candidates} "
             f"candidates, {options.frames} requested: lower --frames or --min-diff "
-            "(or point the camera at a changing scene)")
+            "(or point the camera at a changing scene)"
+        )
     return _finish(options, spec, frames, written, sampler.candidates)
 
 
 # --- writing ---------------------------------------------------------------------------------------
+
 
 def prepare_out(out: Path) -> None:
     """--out may be new, empty, a frame set, or the PNGs of an interrupted collect."""
@@ -262,13 +277,16 @@ def prepare_out(out: Path) -> None:
     if out.is_dir() and not is_frame_set(out):
         others = [p.name for p in out.iterdir() if not FRAME_NAME.fullmatch(p.name)]
         if others:
-            raise ArgumentError(f"--out {out} holds other files ({others[0]}, ...) and is not a "
-                                "frame set; choose a new directory")
+            raise ArgumentError(
+                f"--out {out} holds other files ({others[0]}, ...) and is not a "
+                "frame set; choose a new directory"
+            )
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _write_frames(out: Path, images: Iterator[tuple[int, np.ndarray | None]],
-                  total: int) -> tuple[list[Frame], int]:
+def _write_frames(
+    out: Path, images: Iterator[tuple[int, np.ndarray | None]], total: int
+) -> tuple[list[Frame], int]:
     """Write PNGs as they come, skipping files already there byte for byte (a resumed collect)."""
     (out / FRAMES_MANIFEST).unlink(missing_ok=True)  # a set that fails half way is no set
     frames: list[Frame] = []
@@ -287,8 +305,9 @@ def _write_frames(out: Path, images: Iterator[tuple[int, np.ndarray | None]],
     return frames, written
 
 
-def _finish(options: CollectOptions, spec: SourceSpec, frames: list[Frame], written: int,
-            candidates: int) -> CollectResult:
+def _finish(
+    options: CollectOptions, spec: SourceSpec, frames: list[Frame], written: int, candidates: int
+) -> CollectResult:
     """Drop PNGs of an earlier, larger set, then write the manifest."""
     names = {f.file for f in frames}
     for stale in options.out.iterdir():
@@ -296,6 +315,11 @@ def _finish(options: CollectOptions, spec: SourceSpec, frames: list[Frame], writ
             stale.unlink()
     sampling = {**sampling_rule(spec, options), "candidates": candidates}
     write_frame_manifest(options.out, options.source, sampling, frames)
-    log.info("%d frames (%d written, %d candidates) -> %s", len(frames), written, candidates,
-             options.out / FRAMES_MANIFEST)
+    log.info(
+        "%d frames (%d written, %d candidates) -> %s",
+        len(frames),
+        written,
+        candidates,
+        options.out / FRAMES_MANIFEST,
+    )
     return CollectResult(options.out, len(frames), candidates, written)

@@ -65,8 +65,10 @@ class FrameSet:
         count = len(self.frames)
         wanted = max(1, round(holdout * count))
         if count - wanted < 1:
-            raise FrameSetError(f"{self.root} has {count} frame(s): too few to keep {wanted} "
-                                "held out and calibrate on the rest; collect more frames")
+            raise FrameSetError(
+                f"{self.root} has {count} frame(s): too few to keep {wanted} "
+                "held out and calibrate on the rest; collect more frames"
+            )
         held = set(np.linspace(0, count - 1, wanted).round().astype(int).tolist())
         calib = tuple(f for i, f in enumerate(self.frames) if i not in held)
         return calib, tuple(f for i, f in enumerate(self.frames) if i in held)
@@ -89,10 +91,15 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_frame_manifest(root: Path, source: str, sampling: dict[str, Any],
-                         frames: list[Frame]) -> Path:
-    body = {"kind": FRAMES_KIND, "version": FRAMES_VERSION, "source": source, "sampling": sampling,
-            "count": len(frames), "frames": [vars(f) for f in frames]}
+def write_frame_manifest(root: Path, source: str, sampling: dict[str, Any], frames: list[Frame]) -> Path:
+    body = {
+        "kind": FRAMES_KIND,
+        "version": FRAMES_VERSION,
+        "source": source,
+        "sampling": sampling,
+        "count": len(frames),
+        "frames": [vars(f) for f in frames],
+    }
     path = root / FRAMES_MANIFEST
     path.write_text(json.dumps(body, indent=2) + "\n")
     return path
@@ -112,12 +119,16 @@ def load_frame_set(root: Path, verify_hashes: bool = True) -> FrameSet:
     if not root.is_dir():
         raise FrameSetError(f"frame set not found: {root} is not a directory")
     if not is_frame_set(root):
-        raise FrameSetError(f"{root} is not a frame set (no {FRAMES_MANIFEST} of kind "
-                            f"'{FRAMES_KIND}'): write one with 'zipvlm calib collect'")
+        raise FrameSetError(
+            f"{root} is not a frame set (no {FRAMES_MANIFEST} of kind "
+            f"'{FRAMES_KIND}'): write one with 'zipvlm calib collect'"
+        )
     body = json.loads(path.read_text())
     if body.get("version") != FRAMES_VERSION:
-        raise FrameSetError(f"{root} is frame-set version {body.get('version')!r}; this zipvlm "
-                            f"reads version {FRAMES_VERSION}: collect it again")
+        raise FrameSetError(
+            f"{root} is frame-set version {body.get('version')!r}; this zipvlm "
+            f"reads version {FRAMES_VERSION}: collect it again"
+        )
     frames = tuple(Frame(**entry) for entry in body["frames"])
     if not frames:
         raise FrameSetError(f"{root} holds no frames")
@@ -127,6 +138,7 @@ def load_frame_set(root: Path, verify_hashes: bool = True) -> FrameSet:
             if not file.is_file():
                 raise FrameSetError(f"{root}: {frame.file} is listed in the manifest but missing")
             if sha256_file(file) != frame.sha256:
-                raise FrameSetError(f"{root}: {frame.file} does not match its sha256 "
-                                    "(modified): collect the frame set again")
+                raise FrameSetError(
+                    f"{root}: {frame.file} does not match its sha256 (modified): collect the frame set again"
+                )
     return FrameSet(root, body["source"], body["sampling"], frames)

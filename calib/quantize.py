@@ -114,7 +114,9 @@ def quantize_graph(source: Path, target: Path, calibration: _Frames) -> int:
     keep_float = float_nodes(onnx.load(str(source), load_external_data=False))
     with quiet_root_logger():
         quantize_static(
-            str(source), str(target), calibration,
+            str(source),
+            str(target),
+            calibration,
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=QUANTIZED_OPS,
             per_channel=True,
@@ -138,8 +140,9 @@ def quantize_graph(source: Path, target: Path, calibration: _Frames) -> int:
     return len(keep_float)
 
 
-def accuracy(reference: list[tuple[np.ndarray, np.ndarray]],
-             quantized: list[tuple[np.ndarray, np.ndarray]]) -> Accuracy:
+def accuracy(
+    reference: list[tuple[np.ndarray, np.ndarray]], quantized: list[tuple[np.ndarray, np.ndarray]]
+) -> Accuracy:
     """Compare per-frame (image_embeds (K, H), keep_indices (D,)) pairs of two graphs."""
     cosines, ious, whole = [], [], []
     for (ref_embeds, ref_keep), (q_embeds, q_keep) in zip(reference, quantized, strict=True):
@@ -149,14 +152,22 @@ def accuracy(reference: list[tuple[np.ndarray, np.ndarray]],
     return Accuracy(Stat.of(cosines), Stat.of(ious), Stat.of(whole))
 
 
-def compare(float_path: Path, int8_path: Path, frame_set: FrameSet, frames: tuple[Frame, ...],
-            spec: PreprocessSpec, threads: int = 0) -> tuple[Accuracy, Accuracy]:
+def compare(
+    float_path: Path,
+    int8_path: Path,
+    frame_set: FrameSet,
+    frames: tuple[Frame, ...],
+    spec: PreprocessSpec,
+    threads: int = 0,
+) -> tuple[Accuracy, Accuracy]:
     """INT8 against float on `frames`: (Q/DQ as written, onnxruntime's fused int8 kernels as
     `--vision-graph int8` runs them)."""
     # Q/DQ as written (no fusion into int8 kernels: every Q/DQ runs), then as the runtime runs it.
-    sessions = [ort_session(float_path, threads=threads),
-                ort_session(int8_path, threads=threads, optimize=False),
-                ort_session(int8_path, threads=threads, disabled_optimizers=INT8_DISABLED_OPTIMIZERS)]
+    sessions = [
+        ort_session(float_path, threads=threads),
+        ort_session(int8_path, threads=threads, optimize=False),
+        ort_session(int8_path, threads=threads, disabled_optimizers=INT8_DISABLED_OPTIMIZERS),
+    ]
     outputs: list[list[tuple[np.ndarray, np.ndarray]]] = [[], [], []]
     pixels = frame_set.pixel_values(frames, spec)
     for batch in tqdm(pixels, total=len(frames), desc="compare", unit="frame", disable=None):
@@ -166,8 +177,7 @@ def compare(float_path: Path, int8_path: Path, frame_set: FrameSet, frames: tupl
     return accuracy(outputs[0], outputs[1]), accuracy(outputs[0], outputs[2])
 
 
-def quantize_bundle(bundle: Path, frames: Path,
-                    options: QuantizeOptions = QuantizeOptions()) -> Int8Report:
+def quantize_bundle(bundle: Path, frames: Path, options: QuantizeOptions = QuantizeOptions()) -> Int8Report:
     """Write BUNDLE/vision.int8.onnx and BUNDLE/reports/int8.json; record both in the manifest.
 
     Raises ZipvlmError (one line) for a bad bundle or frame set, ExportError when the
@@ -188,21 +198,28 @@ def quantize_bundle(bundle: Path, frames: Path,
         reader = _Frames(frame_set.pixel_values(calibration, spec), len(calibration), "pixel_values")
         kept_float = quantize_graph(source, work / INT8_GRAPH, reader)
         timing["calibrate_and_quantize"] = time.perf_counter() - start
-        log.info("quantize %6.1f s  %d calibration frames; %d nodes kept in float (selection, "
-                 "Softmax, patch embedding)", timing["calibrate_and_quantize"], len(calibration),
-                 kept_float)
+        log.info(
+            "quantize %6.1f s  %d calibration frames; %d nodes kept in float (selection, "
+            "Softmax, patch embedding)",
+            timing["calibrate_and_quantize"],
+            len(calibration),
+            kept_float,
+        )
 
         start = time.perf_counter()
         graph = check_vision_graph(work / INT8_GRAPH, opened.vision_io(), extra_ops=QDQ_OPS)
         check_qdq_placement(onnx.load(str(work / INT8_GRAPH), load_external_data=False))
         timing["check"] = time.perf_counter() - start
-        log.info("check    %6.1f s  op set ok; %d QuantizeLinear, %d DequantizeLinear; per-channel "
-                 "weights; no Q/DQ next to the selection; TopK K constant", timing["check"],
-                 graph.op_counts.get("QuantizeLinear", 0), graph.op_counts.get("DequantizeLinear", 0))
+        log.info(
+            "check    %6.1f s  op set ok; %d QuantizeLinear, %d DequantizeLinear; per-channel "
+            "weights; no Q/DQ next to the selection; TopK K constant",
+            timing["check"],
+            graph.op_counts.get("QuantizeLinear", 0),
+            graph.op_counts.get("DequantizeLinear", 0),
+        )
 
         start = time.perf_counter()
-        written, kernels = compare(source, work / INT8_GRAPH, frame_set, held_out, spec,
-                                   options.threads)
+        written, kernels = compare(source, work / INT8_GRAPH, frame_set, held_out, spec, options.threads)
         timing["compare"] = time.perf_counter() - start
         for path in work.iterdir():
             path.rename(bundle / path.name)
@@ -211,25 +228,51 @@ def quantize_bundle(bundle: Path, frames: Path,
 
     method = {
         "tool": f"onnxruntime.quantization.quantize_static (onnxruntime {ort.__version__})",
-        "format": "QDQ", "quantized_ops": QUANTIZED_OPS, "nodes_kept_float": kept_float,
+        "format": "QDQ",
+        "quantized_ops": QUANTIZED_OPS,
+        "nodes_kept_float": kept_float,
         "weights": "int8 symmetric, per output channel",
-        "activations": "int8 symmetric, per tensor", "calibration": "MinMax",
+        "activations": "int8 symmetric, per tensor",
+        "calibration": "MinMax",
     }
     report = Int8Report(
-        graph=INT8_GRAPH, cosine=written.cosine, keep_iou=written.keep_iou,
-        cosine_all_rows=written.cosine_all_rows, cpu_int8_kernels=kernels,
-        frames={"calibration": len(calibration), "held_out": len(held_out),
-                "frame_set": str(frames.resolve()), "source": frame_set.source},
-        method=method, timing_s={k: round(v, 3) for k, v in timing.items()},
+        graph=INT8_GRAPH,
+        cosine=written.cosine,
+        keep_iou=written.keep_iou,
+        cosine_all_rows=written.cosine_all_rows,
+        cpu_int8_kernels=kernels,
+        frames={
+            "calibration": len(calibration),
+            "held_out": len(held_out),
+            "frame_set": str(frames.resolve()),
+            "source": frame_set.source,
+        },
+        method=method,
+        timing_s={k: round(v, 3) for k, v in timing.items()},
     )
     (bundle / REPORT).parent.mkdir(exist_ok=True)
     (bundle / REPORT).write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    opened.with_graph(INT8_GRAPH, {
-        "dtype": "int8", "quantization": "qdq-static", "io_dtype": "float32",
-        "report": str(REPORT), "calibration_frames": len(calibration),
-    }).write()
-    log.info("compare  %6.1f s  %d held-out frames: cosine mean %.4f min %.4f, keep IoU mean %.3f "
-             "min %.3f (onnxruntime's int8 kernels: %.4f, %.3f) -> %s", timing["compare"],
-             len(held_out), written.cosine.mean, written.cosine.min, written.keep_iou.mean,
-             written.keep_iou.min, kernels.cosine.mean, kernels.keep_iou.mean, bundle / REPORT)
+    opened.with_graph(
+        INT8_GRAPH,
+        {
+            "dtype": "int8",
+            "quantization": "qdq-static",
+            "io_dtype": "float32",
+            "report": str(REPORT),
+            "calibration_frames": len(calibration),
+        },
+    ).write()
+    log.info(
+        "compare  %6.1f s  %d held-out frames: cosine mean %.4f min %.4f, keep IoU mean %.3f "
+        "min %.3f (onnxruntime's int8 kernels: %.4f, %.3f) -> %s",
+        timing["compare"],
+        len(held_out),
+        written.cosine.mean,
+        written.cosine.min,
+        written.keep_iou.mean,
+        written.keep_iou.min,
+        kernels.cosine.mean,
+        kernels.keep_iou.mean,
+        bundle / REPORT,
+    )
     return report

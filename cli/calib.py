@@ -16,7 +16,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "calib",
         help="frame sets for INT8 calibration, and the INT8 Q/DQ vision graph",
         description="Collect calibration frames from your own camera or videos, then quantize a "
-                    "bundle's vision graph to INT8 (explicit Q/DQ, for TensorRT) with them.",
+        "bundle's vision graph to INT8 (explicit Q/DQ, for TensorRT) with them.",
     )
     steps = calib.add_subparsers(dest="calib_command", required=True, parser_class=type(calib))
 
@@ -38,18 +38,36 @@ def register(commands: argparse._SubParsersAction) -> None:
             "byte for byte."
         ),
     )
-    collect.add_argument("--source", required=True, metavar="SRC",
-                         help="video file, image folder, camera index (0), rtsp:// or http:// URL, "
-                              "GStreamer pipeline (with '!'), or 'synthetic'")
+    collect.add_argument(
+        "--source",
+        required=True,
+        metavar="SRC",
+        help="video file, image folder, camera index (0), rtsp:// or http:// URL, "
+        "GStreamer pipeline (with '!'), or 'synthetic'",
+    )
     collect.add_argument("--frames", type=int, required=True, metavar="N", help="distinct frames to keep")
-    collect.add_argument("--out", type=Path, required=True, metavar="FRAMES",
-                         help="frame-set directory to write (new, empty, or an earlier frame set)")
-    collect.add_argument("--every", type=float, metavar="SECONDS",
-                         help=f"live sources: at least SECONDS between candidate frames (default "
-                              f"{DEFAULT_EVERY:g}); files and folders are spread over their length")
-    collect.add_argument("--min-diff", type=float, default=DEFAULT_MIN_DIFF, metavar="X",
-                         help=f"near-duplicate threshold, mean |difference| of {THUMBNAIL}x{THUMBNAIL} "
-                              f"gray thumbnails on 0-255 (default {DEFAULT_MIN_DIFF:g}; 0 keeps all)")
+    collect.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="FRAMES",
+        help="frame-set directory to write (new, empty, or an earlier frame set)",
+    )
+    collect.add_argument(
+        "--every",
+        type=float,
+        metavar="SECONDS",
+        help=f"live sources: at least SECONDS between candidate frames (default "
+        f"{DEFAULT_EVERY:g}); files and folders are spread over their length",
+    )
+    collect.add_argument(
+        "--min-diff",
+        type=float,
+        default=DEFAULT_MIN_DIFF,
+        metavar="X",
+        help=f"near-duplicate threshold, mean |difference| of {THUMBNAIL}x{THUMBNAIL} "
+        f"gray thumbnails on 0-255 (default {DEFAULT_MIN_DIFF:g}; 0 keeps all)",
+    )
     collect.set_defaults(handler=_cmd_collect)
 
     quantize = steps.add_parser(
@@ -68,10 +86,20 @@ def register(commands: argparse._SubParsersAction) -> None:
         ),
     )
     add_bundle(quantize)
-    quantize.add_argument("--frames", type=Path, required=True, metavar="FRAMES",
-                          help="frame set written by zipvlm calib collect")
-    quantize.add_argument("--holdout", type=float, default=0.25, metavar="F",
-                          help="share of the frames held out of calibration for the report (default 0.25)")
+    quantize.add_argument(
+        "--frames",
+        type=Path,
+        required=True,
+        metavar="FRAMES",
+        help="frame set written by zipvlm calib collect",
+    )
+    quantize.add_argument(
+        "--holdout",
+        type=float,
+        default=0.25,
+        metavar="F",
+        help="share of the frames held out of calibration for the report (default 0.25)",
+    )
     quantize.set_defaults(handler=_cmd_quantize)
 
 
@@ -79,8 +107,10 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     from zipvlm.calib.collect import CollectOptions, collect
 
     result = collect(CollectOptions(args.source, args.frames, args.out, args.every, args.min_diff))
-    print(f"frame set ready: {result.out} ({result.frames} frames from {result.candidates} candidates, "
-          f"{result.written} written)")
+    print(
+        f"frame set ready: {result.out} ({result.frames} frames from {result.candidates} candidates, "
+        f"{result.written} written)"
+    )
     return 0
 
 
@@ -88,8 +118,10 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     from zipvlm.calib.quantize import REPORT, QuantizeOptions, quantize_bundle
 
     report = quantize_bundle(args.bundle, args.frames, QuantizeOptions(holdout=args.holdout))
-    print(f"{args.bundle / report.graph}: cosine mean {report.cosine.mean:.4f} (min "
-          f"{report.cosine.min:.4f}), keep IoU mean {report.keep_iou.mean:.3f} (min "
-          f"{report.keep_iou.min:.3f}) on {report.frames['held_out']} held-out frames; "
-          f"report {args.bundle / REPORT}")
+    print(
+        f"{args.bundle / report.graph}: cosine mean {report.cosine.mean:.4f} (min "
+        f"{report.cosine.min:.4f}), keep IoU mean {report.keep_iou.mean:.3f} (min "
+        f"{report.keep_iou.min:.3f}) on {report.frames['held_out']} held-out frames; "
+        f"report {args.bundle / REPORT}"
+    )
     return 0

@@ -11,13 +11,16 @@ def register(commands) -> None:
         "demo",
         help="build a tiny random LLaVA, export it, and stream a synthetic camera to it",
         description="Build a tiny random-weight LLaVA (offline), export it with VisionZip, "
-                    "verify it, then stream the synthetic source through it, printing answers "
-                    "and latencies. The answers of a random model are noise.",
+        "verify it, then stream the synthetic source through it, printing answers "
+        "and latencies. The answers of a random model are noise.",
     )
-    demo.add_argument("--workdir", type=Path, default=Path("artifacts"),
-                      help="where the tiny model and its bundle go (default ./artifacts)")
-    demo.add_argument("--seconds", type=float, default=10.0,
-                      help="how long to stream (default 10)")
+    demo.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("artifacts"),
+        help="where the tiny model and its bundle go (default ./artifacts)",
+    )
+    demo.add_argument("--seconds", type=float, default=10.0, help="how long to stream (default 10)")
     demo.set_defaults(handler=run_demo)
 
 

@@ -21,20 +21,35 @@ def register(commands) -> None:
         ),
     )
     export.add_argument("--model", type=Path, required=True, help="local Hugging Face LLaVA folder")
-    export.add_argument("--dominant", type=int, metavar="D",
-                        help=f"tokens kept by attention, CLS included on CLIP (default {DEFAULT_DOMINANT})")
-    export.add_argument("--contextual", type=int, metavar="C",
-                        help=f"tokens merged from the rest (default {DEFAULT_CONTEXTUAL}; K = D + C "
-                             "visual tokens)")
-    export.add_argument("--no-zip", action="store_true",
-                        help="full-token baseline: every token, as the model itself selects them")
+    export.add_argument(
+        "--dominant",
+        type=int,
+        metavar="D",
+        help=f"tokens kept by attention, CLS included on CLIP (default {DEFAULT_DOMINANT})",
+    )
+    export.add_argument(
+        "--contextual",
+        type=int,
+        metavar="C",
+        help=f"tokens merged from the rest (default {DEFAULT_CONTEXTUAL}; K = D + C visual tokens)",
+    )
+    export.add_argument(
+        "--no-zip",
+        action="store_true",
+        help="full-token baseline: every token, as the model itself selects them",
+    )
     export.add_argument("--out", type=Path, required=True, help="bundle directory to write")
-    export.add_argument("--quant", choices=["none", "int8", "int4"], default="int8",
-                        help="decoder weights: int8 (default; dynamic, per channel), int4 "
-                             "(MatMulNBits, block 32) or none (float32); docs/benchmarks.md compares "
-                             "them")
-    export.add_argument("--fp16", action="store_true",
-                        help="also write vision.fp16.onnx (float32 inputs/outputs)")
+    export.add_argument(
+        "--quant",
+        choices=["none", "int8", "int4"],
+        default="int8",
+        help="decoder weights: int8 (default; dynamic, per channel), int4 "
+        "(MatMulNBits, block 32) or none (float32); docs/benchmarks.md compares "
+        "them",
+    )
+    export.add_argument(
+        "--fp16", action="store_true", help="also write vision.fp16.onnx (float32 inputs/outputs)"
+    )
     export.set_defaults(handler=run_export)
 
 
@@ -44,11 +59,15 @@ def run_export(args: argparse.Namespace) -> int:
 
     if args.no_zip and (args.dominant is not None or args.contextual is not None):
         raise ArgumentError("--no-zip keeps every token: drop --dominant and --contextual")
-    zip_config = None if args.no_zip else VisionZipConfig(
-        DEFAULT_DOMINANT if args.dominant is None else args.dominant,
-        DEFAULT_CONTEXTUAL if args.contextual is None else args.contextual)
-    options = ExportOptions(model=args.model, out=args.out, fp16=args.fp16, quant=args.quant,
-                            zip=zip_config)
+    zip_config = (
+        None
+        if args.no_zip
+        else VisionZipConfig(
+            DEFAULT_DOMINANT if args.dominant is None else args.dominant,
+            DEFAULT_CONTEXTUAL if args.contextual is None else args.contextual,
+        )
+    )
+    options = ExportOptions(model=args.model, out=args.out, fp16=args.fp16, quant=args.quant, zip=zip_config)
     summary = export_bundle(options)
     print(f"bundle ready: {summary.out} ({', '.join(summary.files)})")
     return 0

@@ -27,8 +27,9 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line naming the command and pointing at --help."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}{_suggestion(message)} "
-                                   f"(see {self.prog} --help)\n")
+        self.exit(
+            EXIT_USER_ERROR, f"{self.prog}: error: {message}{_suggestion(message)} (see {self.prog} --help)\n"
+        )
 
 
 def _suggestion(message: str) -> str:

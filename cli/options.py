@@ -29,28 +29,51 @@ def add_bundle_and_image(parser: argparse.ArgumentParser) -> None:
 
 
 def add_provider(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--provider", choices=PROVIDERS, default="cpu",
-                        help="where to run: cpu; cuda (vision on onnxruntime CUDA, decoder on genai "
-                             "CUDA); tensorrt (vision on onnxruntime's TensorRT provider, decoder on "
-                             "genai CUDA). Default cpu")
-    parser.add_argument("--backend", choices=BACKENDS, default="ort",
-                        help="the vision graph on onnxruntime (ort, default; on --provider) or on the "
-                             "TensorRT plan built on this device by zipvlm engine (trt)")
-    parser.add_argument("--target", help="with --backend trt: whose plan, engines/vision.TARGET.plan "
-                                         "(default: the only plan there)")
-    parser.add_argument("--vision-graph", choices=VISION_GRAPHS, default="float",
-                        help="with --backend ort: vision.onnx (float, default) or the INT8 Q/DQ "
-                             "vision.int8.onnx of zipvlm calib quantize (faster on a CPU with VNNI; "
-                             "its report says how many kept tokens change)")
+    parser.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        default="cpu",
+        help="where to run: cpu; cuda (vision on onnxruntime CUDA, decoder on genai "
+        "CUDA); tensorrt (vision on onnxruntime's TensorRT provider, decoder on "
+        "genai CUDA). Default cpu",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="ort",
+        help="the vision graph on onnxruntime (ort, default; on --provider) or on the "
+        "TensorRT plan built on this device by zipvlm engine (trt)",
+    )
+    parser.add_argument(
+        "--target",
+        help="with --backend trt: whose plan, engines/vision.TARGET.plan (default: the only plan there)",
+    )
+    parser.add_argument(
+        "--vision-graph",
+        choices=VISION_GRAPHS,
+        default="float",
+        help="with --backend ort: vision.onnx (float, default) or the INT8 Q/DQ "
+        "vision.int8.onnx of zipvlm calib quantize (faster on a CPU with VNNI; "
+        "its report says how many kept tokens change)",
+    )
 
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", action="store_true", help="play a video file or folder in a loop")
-    parser.add_argument("--fps", type=float, default=30.0,
-                        help="pace of an image folder or 'synthetic' (default 30; files use their own)")
-    parser.add_argument("--retries", type=int, default=5, metavar="N",
-                        help="reopen a lost source up to N times in a row, waiting 0.5 s doubling "
-                             "to 8 s (default 5), then give up")
+    parser.add_argument(
+        "--fps",
+        type=float,
+        default=30.0,
+        help="pace of an image folder or 'synthetic' (default 30; files use their own)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="reopen a lost source up to N times in a row, waiting 0.5 s doubling "
+        "to 8 s (default 5), then give up",
+    )
 
 
 def open_grabber(args: argparse.Namespace) -> FrameGrabber:
@@ -68,8 +91,13 @@ def open_pipeline(args: argparse.Namespace) -> BundlePipeline:
     """The bundle loaded as the answering commands' shared flags say (lazily: torch-free import)."""
     from zipvlm.runtime.pipeline import BundlePipeline
 
-    return BundlePipeline.open(args.bundle, provider=args.provider, backend=args.backend,
-                               target=args.target, vision_graph=args.vision_graph)
+    return BundlePipeline.open(
+        args.bundle,
+        provider=args.provider,
+        backend=args.backend,
+        target=args.target,
+        vision_graph=args.vision_graph,
+    )
 
 
 def listen_address(value: str) -> tuple[str, int]:

@@ -39,9 +39,16 @@ class BuildResult:
     plan_bytes: int
 
 
-def engine_record(config: BuildConfig, tensorrt_version: str, device: DeviceFacts,
-                  jetson: dict[str, str | None] | None, onnx_sha256: str, seconds: float,
-                  plan_bytes: int, zipvlm_version: str) -> dict[str, Any]:
+def engine_record(
+    config: BuildConfig,
+    tensorrt_version: str,
+    device: DeviceFacts,
+    jetson: dict[str, str | None] | None,
+    onnx_sha256: str,
+    seconds: float,
+    plan_bytes: int,
+    zipvlm_version: str,
+) -> dict[str, Any]:
     """The sidecar JSON: what the plan is bound to (see fingerprint.py) and how it was built."""
     lo, opt, hi = config.profile
     return {
@@ -50,9 +57,14 @@ def engine_record(config: BuildConfig, tensorrt_version: str, device: DeviceFact
         "gpu": {"name": device.name, "compute_capability": device.compute_text},
         "jetson": jetson,  # {"l4t", "jetpack"} on a Jetson, else null
         "onnx": {"file": config.onnx_path.name, "sha256": onnx_sha256, "opset": config.opset},
-        "precision": {"name": config.precision, "fp16": config.fp16, "int8": config.int8,
-                      "fp8": config.fp8, "tf32": config.tf32,
-                      "typing": "strong" if config.strongly_typed else "weak"},
+        "precision": {
+            "name": config.precision,
+            "fp16": config.fp16,
+            "int8": config.int8,
+            "fp8": config.fp8,
+            "tf32": config.tf32,
+            "typing": "strong" if config.strongly_typed else "weak",
+        },
         "dla_core": config.dla_core,
         "max_batch": config.max_batch,
         "profile": {"input": config.input_name, "min": list(lo), "opt": list(opt), "max": list(hi)},
@@ -80,8 +92,10 @@ def _parse(trt, network, logger, onnx_path: Path) -> None:
         log.error("TensorRT ONNX parser: %s", error)
     if not ok or errors:
         first = errors[0] if errors else "no error recorded"
-        raise BackendError(f"TensorRT's ONNX parser rejected {onnx_path.name} ({len(errors)} error(s); "
-                           f"first: {first}); the build report lists the graph's ops")
+        raise BackendError(
+            f"TensorRT's ONNX parser rejected {onnx_path.name} ({len(errors)} error(s); "
+            f"first: {first}); the build report lists the graph's ops"
+        )
 
 
 def builder_config(trt, builder, config: BuildConfig):
@@ -111,8 +125,14 @@ def builder_config(trt, builder, config: BuildConfig):
     return built
 
 
-def build_engine(trt, config: BuildConfig, device: DeviceFacts, jetson: dict[str, str | None] | None,
-                 onnx_sha256: str, zipvlm_version: str) -> BuildResult:
+def build_engine(
+    trt,
+    config: BuildConfig,
+    device: DeviceFacts,
+    jetson: dict[str, str | None] | None,
+    onnx_sha256: str,
+    zipvlm_version: str,
+) -> BuildResult:
     """Parse, configure, build and save the plan, its timing cache and its sidecar JSON."""
     check_tensorrt_version(trt.__version__, config.opset)
     logger = trt.Logger(trt.Logger.WARNING)
@@ -122,23 +142,31 @@ def build_engine(trt, config: BuildConfig, device: DeviceFacts, jetson: dict[str
     _parse(trt, network, logger, config.onnx_path)
     names = [network.get_input(i).name for i in range(network.num_inputs)]
     if names != [config.input_name]:
-        raise BackendError(f"TensorRT sees inputs {names} in {config.onnx_path.name}, expected "
-                           f"[{config.input_name}]")
+        raise BackendError(
+            f"TensorRT sees inputs {names} in {config.onnx_path.name}, expected [{config.input_name}]"
+        )
     built = builder_config(trt, builder, config)
-    log.info("building the %s engine on %s (%s, batch 1..%d): several minutes on a Jetson",
-             config.target.name, device.name, config.precision, config.max_batch)
+    log.info(
+        "building the %s engine on %s (%s, batch 1..%d): several minutes on a Jetson",
+        config.target.name,
+        device.name,
+        config.precision,
+        config.max_batch,
+    )
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, built)
     seconds = time.perf_counter() - start
     if serialized is None:
-        raise BackendError(f"TensorRT could not build {config.onnx_path.name} for {device.name} "
-                           "(its messages above say why)")
+        raise BackendError(
+            f"TensorRT could not build {config.onnx_path.name} for {device.name} (its messages above say why)"
+        )
     paths = config.paths
     paths.plan.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(paths.plan, serialized)
     _write_atomic(paths.timing_cache, built.get_timing_cache().serialize())
     plan_bytes = paths.plan.stat().st_size
-    record = engine_record(config, trt.__version__, device, jetson, onnx_sha256,
-                           seconds, plan_bytes, zipvlm_version)
+    record = engine_record(
+        config, trt.__version__, device, jetson, onnx_sha256, seconds, plan_bytes, zipvlm_version
+    )
     _write_atomic(paths.meta, (json.dumps(record, indent=2) + "\n").encode())
     return BuildResult(paths.plan, paths.meta, seconds, plan_bytes)

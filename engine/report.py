@@ -39,8 +39,10 @@ class StaticReport:
 def polygraphy_inspect(onnx_path: Path) -> str:
     """`polygraphy inspect model PATH --show layers`: the graph's I/O and every node, as text."""
     if importlib.util.find_spec("polygraphy") is None:
-        raise BackendError("polygraphy is not installed, and the build report needs it: "
-                           "pip install polygraphy (or pip install -e '.[engine]')")
+        raise BackendError(
+            "polygraphy is not installed, and the build report needs it: "
+            "pip install polygraphy (or pip install -e '.[engine]')"
+        )
     command = [sys.executable, "-c", _POLYGRAPHY, "inspect", "model", str(onnx_path), "--show", "layers"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=POLYGRAPHY_TIMEOUT_S)
     output = (done.stdout + done.stderr).strip()

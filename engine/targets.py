@@ -68,7 +68,8 @@ def check_tensorrt_version(version: str, opset: int) -> None:
         raise BackendError(
             f"TensorRT {version} cannot build this graph (opset {opset}; TensorRT 8.6/JetPack 6.0 reads "
             "opset <= 17, 8.5/JetPack 5 lacks LayerNormalization): use TensorRT 10 (JetPack 6.1+ or 7) "
-            "or 11")
+            "or 11"
+        )
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,9 @@ class BuildConfig:
     @property
     def precision(self) -> str:
         """'fp16+int8', 'fp32', ...: the float precision first, then the quantized ones."""
-        names = ["fp16" if self.fp16 else "fp32"] + [n for n, on in (("int8", self.int8),
-                                                                     ("fp8", self.fp8)) if on]
+        names = ["fp16" if self.fp16 else "fp32"] + [
+            n for n, on in (("int8", self.int8), ("fp8", self.fp8)) if on
+        ]
         return "+".join(names)
 
 
@@ -117,13 +119,15 @@ def target_profile(name: str) -> TargetProfile:
 def graph_for(bundle: Path, int8: bool, fp8: bool, fp16: bool = False, strongly_typed: bool = False) -> Path:
     """The graph a build reads: TensorRT quantizes only where Q/DQ nodes say so, and a strongly
     typed TensorRT runs FP16 only where the graph's own types are float16."""
-    name = (INT8_GRAPH if int8 else FP8_GRAPH if fp8 else FP16_GRAPH if fp16 and strongly_typed
-            else FLOAT_GRAPH)
+    name = (
+        INT8_GRAPH if int8 else FP8_GRAPH if fp8 else FP16_GRAPH if fp16 and strongly_typed else FLOAT_GRAPH
+    )
     return Path(bundle) / name
 
 
-def check_flags(target: str, *, fp16: bool, int8: bool, fp8: bool, dla: int | None,
-                max_batch: int) -> TargetProfile:
+def check_flags(
+    target: str, *, fp16: bool, int8: bool, fp8: bool, dla: int | None, max_batch: int
+) -> TargetProfile:
     """The flags against the target, before any file is read (or quantized)."""
     profile = target_profile(target)
     if int8 and fp8:
@@ -131,8 +135,9 @@ def check_flags(target: str, *, fp16: bool, int8: bool, fp8: bool, dla: int | No
     if max_batch < 1:
         raise ArgumentError(f"--max-batch must be at least 1, got {max_batch}")
     if fp8 and not profile.fp8:
-        raise ArgumentError(f"--fp8: {profile.devices} (--target {target}) has no FP8 tensor cores; "
-                            "use --int8 or --fp16")
+        raise ArgumentError(
+            f"--fp8: {profile.devices} (--target {target}) has no FP8 tensor cores; use --int8 or --fp16"
+        )
     if dla is not None:
         if profile.dla_cores == 0:
             raise ArgumentError(f"--dla: {profile.devices} (--target {target}) has no DLA; drop --dla")
@@ -143,8 +148,17 @@ def check_flags(target: str, *, fp16: bool, int8: bool, fp8: bool, dla: int | No
     return profile
 
 
-def build_plan(target: str, *, fp16: bool, int8: bool, fp8: bool, dla: int | None, max_batch: int,
-               bundle: Path, strongly_typed: bool = False) -> BuildConfig:
+def build_plan(
+    target: str,
+    *,
+    fp16: bool,
+    int8: bool,
+    fp8: bool,
+    dla: int | None,
+    max_batch: int,
+    bundle: Path,
+    strongly_typed: bool = False,
+) -> BuildConfig:
     """Resolve and check one build; every illegal combination is one ArgumentError.
 
     Strongly typed (TensorRT 11+), the layers between a Q/DQ graph's quantized ones run in
@@ -156,8 +170,20 @@ def build_plan(target: str, *, fp16: bool, int8: bool, fp8: bool, dla: int | Non
     input_name, shape, opset = graph_input(onnx_path)
     rest = tuple(int(dim) for dim in shape[1:])  # graph_input checked them static
     uses_fp16 = fp16 and not (strongly_typed and (int8 or fp8))
-    return BuildConfig(profile, Path(bundle), onnx_path, opset, input_name, uses_fp16, int8, fp8, dla,
-                       max_batch, ((1, *rest), (1, *rest), (max_batch, *rest)), strongly_typed)
+    return BuildConfig(
+        profile,
+        Path(bundle),
+        onnx_path,
+        opset,
+        input_name,
+        uses_fp16,
+        int8,
+        fp8,
+        dla,
+        max_batch,
+        ((1, *rest), (1, *rest), (max_batch, *rest)),
+        strongly_typed,
+    )
 
 
 def _require_graph(path: Path, int8: bool, fp8: bool) -> None:
@@ -168,17 +194,20 @@ def _require_graph(path: Path, int8: bool, fp8: bool) -> None:
         raise ArgumentError(
             f"--int8 builds from the Q/DQ graph {path} (TensorRT takes explicit quantization), "
             f"which is missing: run zipvlm calib quantize --bundle {bundle} --frames FRAMES, "
-            "or add --calib FRAMES")
+            "or add --calib FRAMES"
+        )
     if fp8:
         raise ArgumentError(
             f"--fp8 builds from an FP8 Q/DQ graph {path} (TensorRT uses FP8 only where Q/DQ nodes say "
             "so), which is missing and zipvlm does not write yet: quantize vision.onnx to FP8 Q/DQ "
-            "(e.g. NVIDIA Model Optimizer ONNX PTQ) and save it there, or use --int8")
+            "(e.g. NVIDIA Model Optimizer ONNX PTQ) and save it there, or use --int8"
+        )
     if path.name == FP16_GRAPH:
         raise ArgumentError(
             f"this TensorRT is strongly typed (11+: no FP16 builder flag), so an FP16 plan builds from "
             f"{path}, which is missing: re-export with zipvlm export ... --fp16 (float16 layers, "
-            "selection in float32), or build --fp32")
+            "selection in float32), or build --fp32"
+        )
     raise BundleError(f"{bundle} has no {path.name}: re-export the bundle with zipvlm export")
 
 
@@ -187,15 +216,18 @@ def graph_input(path: Path) -> tuple[str, tuple[int | str, ...], int]:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    inputs = [vi for vi in model.graph.input
-              if vi.name not in {init.name for init in model.graph.initializer}]
+    inputs = [
+        vi for vi in model.graph.input if vi.name not in {init.name for init in model.graph.initializer}
+    ]
     if len(inputs) != 1:
         raise BundleError(f"{path.name} has {len(inputs)} inputs; the vision graph takes one (pixel_values)")
     dims = inputs[0].type.tensor_type.shape.dim
     shape = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in dims)
     if len(shape) < 2 or any(not isinstance(d, int) or d < 1 for d in shape[1:]):
-        raise BundleError(f"{path.name}: input '{inputs[0].name}' has shape {list(shape)}; TensorRT "
-                          "profiles here need static shapes but batch")
+        raise BundleError(
+            f"{path.name}: input '{inputs[0].name}' has shape {list(shape)}; TensorRT "
+            "profiles here need static shapes but batch"
+        )
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return inputs[0].name, shape, opset
 
@@ -208,11 +240,13 @@ def check_device(config: BuildConfig, device: DeviceFacts, dla_cores_here: int) 
         raise ArgumentError(
             f"--target {target.name} is {target.devices} (compute capability {wanted}); this GPU is "
             f"{device.name} ({device.compute_text}): pick the target that names it (x86 for a "
-            "discrete GPU)")
+            "discrete GPU)"
+        )
     if config.fp8 and target.fp8_min_compute and device.compute < target.fp8_min_compute:
         need = ".".join(map(str, target.fp8_min_compute))
-        raise ArgumentError(f"--fp8 needs compute capability {need} or newer (Ada, Hopper, Blackwell); "
-                            f"{device.name} is {device.compute_text}: use --int8 or --fp16")
+        raise ArgumentError(
+            f"--fp8 needs compute capability {need} or newer (Ada, Hopper, Blackwell); "
+            f"{device.name} is {device.compute_text}: use --int8 or --fp16"
+        )
     if config.dla_core is not None and config.dla_core >= dla_cores_here:
-        raise ArgumentError(f"--dla {config.dla_core}: this {device.name} has {dla_cores_here} DLA "
-                            "core(s)")
+        raise ArgumentError(f"--dla {config.dla_core}: this {device.name} has {dla_cores_here} DLA core(s)")

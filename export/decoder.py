@@ -59,13 +59,21 @@ def export_embed(table: nn.Embedding, image_token_id: int, path: Path) -> Path:
     module = EmbedWithImages(table, image_token_id).eval()
     ids = torch.tensor([[1, image_token_id, image_token_id, 2]] * 2)
     visual = torch.zeros(2, 2, table.embedding_dim)
-    dims = {"input_ids": {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")},
-            "visual_embeds": {0: torch.export.Dim("images"), 1: torch.export.Dim("rows")}}
+    dims = {
+        "input_ids": {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")},
+        "visual_embeds": {0: torch.export.Dim("images"), 1: torch.export.Dim("rows")},
+    }
     with quiet_exporter(), torch.no_grad():
-        program = torch.onnx.export(module, (ids, visual), dynamo=True, opset_version=OPSET,
-                                    input_names=["input_ids", "visual_embeds"],
-                                    output_names=["inputs_embeds"], dynamic_shapes=dims,
-                                    verbose=False)
+        program = torch.onnx.export(
+            module,
+            (ids, visual),
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=["input_ids", "visual_embeds"],
+            output_names=["inputs_embeds"],
+            dynamic_shapes=dims,
+            verbose=False,
+        )
     program.save(str(path))
     return path
 
@@ -79,9 +87,23 @@ def build_decoder(lm_folder: Path, out: Path, quant: str) -> dict:
     builder's genai config.
     """
     with tempfile.TemporaryDirectory(prefix="zipvlm-builder-") as work:
-        command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(lm_folder),
-                   "-o", work, "-p", QUANT_PRECISION[quant], "-e", "cpu", "-c",
-                   str(Path(work) / "cache"), "--extra_options", "exclude_embeds=true"]
+        command = [
+            sys.executable,
+            "-m",
+            "onnxruntime_genai.models.builder",
+            "-i",
+            str(lm_folder),
+            "-o",
+            work,
+            "-p",
+            QUANT_PRECISION[quant],
+            "-e",
+            "cpu",
+            "-c",
+            str(Path(work) / "cache"),
+            "--extra_options",
+            "exclude_embeds=true",
+        ]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -100,8 +122,14 @@ def _quantize_int8(source: Path, target: Path) -> Path:
 
     # Its advice to run shape pre-processing is for static (calibrated) quantization.
     with quiet_root_logger():
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"], use_external_data_format=True)
+        quantize_dynamic(
+            str(source),
+            str(target),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+            use_external_data_format=True,
+        )
     return target
 
 
@@ -136,21 +164,29 @@ def pipeline_config(config: dict, eos_token_ids: list[int], threads: int) -> dic
     decoder["inputs"]["input_ids"] = "input_ids"
     decoder["filename"] = DECODER_GRAPH
     decoder["session_options"]["intra_op_num_threads"] = threads
-    decoder["pipeline"] = [{
-        "embed": {"filename": EMBED_GRAPH, "inputs": ["input_ids", "visual_embeds"],
-                  "outputs": ["inputs_embeds"]},
-        "decoder": {"filename": DECODER_GRAPH,
-                    "inputs": ["inputs_embeds", "attention_mask", *past],
-                    "outputs": ["logits", *present]},
-    }]
+    decoder["pipeline"] = [
+        {
+            "embed": {
+                "filename": EMBED_GRAPH,
+                "inputs": ["input_ids", "visual_embeds"],
+                "outputs": ["inputs_embeds"],
+            },
+            "decoder": {
+                "filename": DECODER_GRAPH,
+                "inputs": ["inputs_embeds", "attention_mask", *past],
+                "outputs": ["logits", *present],
+            },
+        }
+    ]
     model["type"] = "decoder-pipeline"
     # The builder may add ids (e.g. 0) of its own; the folder's own list is the truth.
     model["eos_token_id"] = eos_token_ids if len(eos_token_ids) != 1 else eos_token_ids[0]
     return config
 
 
-def export_language(folder: LlavaFolder, out: Path, quant: str, eos_token_ids: list[int],
-                    threads: int = 2) -> None:
+def export_language(
+    folder: LlavaFolder, out: Path, quant: str, eos_token_ids: list[int], threads: int = 2
+) -> None:
     """Write decoder.onnx (+ .data), embed.onnx and genai_config.json into `out`."""
     if quant not in QUANT_PRECISION:
         raise ExportError(f"--quant {quant} is not supported (choose from {', '.join(QUANT_PRECISION)})")

@@ -43,13 +43,20 @@ def _stream(bundle: Path, seconds: float) -> None:
     options = StreamOptions("What is in the image?", every_s=0.5, generation=GenerationOptions(12))
     stop = threading.Event()
     timer = threading.Timer(seconds, stop.set)
-    log.info("stream   synthetic 640x480 source at 30 fps for %.0f s, one question every %.1f s",
-             seconds, options.every_s)
+    log.info(
+        "stream   synthetic 640x480 source at 30 fps for %.0f s, one question every %.1f s",
+        seconds,
+        options.every_s,
+    )
     with FrameGrabber(open_reader(parse_source("synthetic"))) as grabber:
         timer.start()
         for answer in stream_answers(pipeline, grabber, options, stop):
             log.info("  %s", answer.line())
     timer.cancel()
     stats = grabber.stats
-    log.info("stream   %d frames captured, %d dropped (never asked about), %d bad", stats.frames,
-             stats.dropped, stats.bad_frames)
+    log.info(
+        "stream   %d frames captured, %d dropped (never asked about), %d bad",
+        stats.frames,
+        stats.dropped,
+        stats.bad_frames,
+    )

@@ -84,14 +84,17 @@ def convert_to_fp16(source: Path, target: Path) -> Path:
     return save_model(half, target)
 
 
-def verify_fp16(float_path: Path, half_path: Path, pixels: np.ndarray,
-                tolerance: Fp16Tolerance = FP16_TOLERANCE) -> Fp16Result:
+def verify_fp16(
+    float_path: Path, half_path: Path, pixels: np.ndarray, tolerance: Fp16Tolerance = FP16_TOLERANCE
+) -> Fp16Result:
     """Compare the float16 graph with the float32 one; raise VerificationError below tolerance."""
     ref_embeds, ref_keep = run_onnx(float_path, pixels)
     half_embeds, half_keep = run_onnx(half_path, pixels)
     pairs = list(zip(ref_embeds, ref_keep, half_embeds, half_keep, strict=True))
-    result = Fp16Result(keep_iou=float(np.mean([keep_iou(a, b) for _, a, _, b in pairs])),
-                        cosine=min(shared_token_cosine(*pair) for pair in pairs))
+    result = Fp16Result(
+        keep_iou=float(np.mean([keep_iou(a, b) for _, a, _, b in pairs])),
+        cosine=min(shared_token_cosine(*pair) for pair in pairs),
+    )
     if result.keep_iou < tolerance.keep_iou or result.cosine < tolerance.cosine:
         raise VerificationError(
             f"float16 graph drifts from float32: kept-index IoU {result.keep_iou:.3f} "

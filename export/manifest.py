@@ -24,9 +24,15 @@ from zipvlm.models.visionzip import VisionZipConfig
 
 # Files copied verbatim from the model folder when present (tokenizer.json is required).
 COPIED_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "chat_template.jinja", "chat_template.json", "preprocessor_config.json",
-    "processor_config.json", "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "generation_config.json",
 )
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
@@ -92,8 +98,14 @@ def eos_token_ids(folder: Path, text_config: Any) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos)
 
 
-def describe_bundle(directory: Path, folder: LlavaFolder, zip_config: VisionZipConfig | None,
-                    num_image_tokens: int, eos_ids: list[int], graphs: dict[str, dict[str, Any]]) -> Bundle:
+def describe_bundle(
+    directory: Path,
+    folder: LlavaFolder,
+    zip_config: VisionZipConfig | None,
+    num_image_tokens: int,
+    eos_ids: list[int],
+    graphs: dict[str, dict[str, Any]],
+) -> Bundle:
     """The bundle written to `directory` (its files are hashed by `Bundle.write`)."""
     tower = folder.tower
     text = folder.config.text_config
@@ -101,16 +113,28 @@ def describe_bundle(directory: Path, folder: LlavaFolder, zip_config: VisionZipC
         path=directory,
         model_family=f"llava/{tower.family}/{text.model_type}",
         source_model=str(folder.path.resolve()),
-        vision=VisionSection(tower=tower.family, has_cls=tower.has_cls, image_size=tower.image_size,
-                             patch_size=tower.patch_size, num_tokens=tower.num_tokens,
-                             feature_layer=tower.feature_layer, layer_index=tower.layer_index),
-        selection=SelectionSection(enabled=zip_config is not None,
-                                   dominant=zip_config.dominant if zip_config else None,
-                                   contextual=zip_config.contextual if zip_config else None,
-                                   num_image_tokens=num_image_tokens),
+        vision=VisionSection(
+            tower=tower.family,
+            has_cls=tower.has_cls,
+            image_size=tower.image_size,
+            patch_size=tower.patch_size,
+            num_tokens=tower.num_tokens,
+            feature_layer=tower.feature_layer,
+            layer_index=tower.layer_index,
+        ),
+        selection=SelectionSection(
+            enabled=zip_config is not None,
+            dominant=zip_config.dominant if zip_config else None,
+            contextual=zip_config.contextual if zip_config else None,
+            num_image_tokens=num_image_tokens,
+        ),
         preprocess=preprocess_spec(folder.preprocessor, tower.image_size),
-        language=LanguageSection(model_type=text.model_type, hidden_size=folder.llm_hidden_size,
-                                 image_token_id=folder.config.image_token_id,
-                                 eos_token_ids=tuple(eos_ids), chat_template=chat_template(folder.path)),
+        language=LanguageSection(
+            model_type=text.model_type,
+            hidden_size=folder.llm_hidden_size,
+            image_token_id=folder.config.image_token_id,
+            eos_token_ids=tuple(eos_ids),
+            chat_template=chat_template(folder.path),
+        ),
         graphs=graphs,
     )

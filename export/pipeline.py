@@ -76,8 +76,11 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
         graph = load_vision_graph(folder, options.zip)
         tower = folder.tower
         num_image_tokens = image_token_count(folder, options.zip)
-        keeps = (f"keep D={options.zip.dominant} + C={options.zip.contextual}"
-                 if options.zip else f"no VisionZip ('{folder.select_strategy}' selection)")
+        keeps = (
+            f"keep D={options.zip.dominant} + C={options.zip.contextual}"
+            if options.zip
+            else f"no VisionZip ('{folder.select_strategy}' selection)"
+        )
         note.append(
             f"{tower.family} tower, {tower.num_tokens} tokens, layer {tower.layer_index + 1} of "
             f"{tower.num_layers}; {keeps}: {num_image_tokens} tokens -> "
@@ -125,13 +128,21 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
             export_language(folder, work, options.quant, eos)
             decoder = work / "decoder.onnx"
             weights = work / "decoder.onnx.data"
-            note.append(f"saved decoder.onnx ({human_size(weights if weights.exists() else decoder)}, "
-                        f"{options.quant if options.quant != 'none' else 'float32'} weights) and "
-                        "embed.onnx, chained in genai_config.json")
-        graphs[DECODER_GRAPH] = {"dtype": "float32", "quantization": options.quant,
-                                  "inputs": "inputs_embeds, attention_mask, past_key_values.*"}
-        graphs[EMBED_GRAPH] = {"dtype": "float32", "quantization": "none",
-                                "inputs": "input_ids, visual_embeds"}
+            note.append(
+                f"saved decoder.onnx ({human_size(weights if weights.exists() else decoder)}, "
+                f"{options.quant if options.quant != 'none' else 'float32'} weights) and "
+                "embed.onnx, chained in genai_config.json"
+            )
+        graphs[DECODER_GRAPH] = {
+            "dtype": "float32",
+            "quantization": options.quant,
+            "inputs": "inputs_embeds, attention_mask, past_key_values.*",
+        }
+        graphs[EMBED_GRAPH] = {
+            "dtype": "float32",
+            "quantization": "none",
+            "inputs": "input_ids, visual_embeds",
+        }
         with stage("bundle") as note:
             copy_model_files(folder.path, work)
             written = bundle.write()
@@ -139,8 +150,7 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
             note.append(f"manifest.json with sha256 of {len(written.files)} files -> {options.out}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return ExportSummary(out=options.out, max_abs_diff=result.max_abs_diff,
-                         files=sorted(written.files))
+    return ExportSummary(out=options.out, max_abs_diff=result.max_abs_diff, files=sorted(written.files))
 
 
 def check_out_dir(out: Path) -> None:

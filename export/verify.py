@@ -34,8 +34,9 @@ def run_onnx(path: Path, pixels: np.ndarray, threads: int = 0) -> tuple[np.ndarr
     return embeds, keep
 
 
-def verify_against_torch(graph: torch.nn.Module, path: Path, pixels: torch.Tensor,
-                         atol: float = FEATURE_ATOL) -> VerifyResult:
+def verify_against_torch(
+    graph: torch.nn.Module, path: Path, pixels: torch.Tensor, atol: float = FEATURE_ATOL
+) -> VerifyResult:
     """Raise VerificationError when kept indices differ or features differ beyond atol."""
     with torch.no_grad():
         want_embeds, want_keep = graph(pixels)

@@ -40,8 +40,9 @@ def checkpoint_files(folder: Path) -> list[Path]:
     raise ModelFolderError(f"{folder} has no *.safetensors weights")
 
 
-def read_tensors(folder: Path, tower_prefixes: tuple[str, ...],
-                 projector_prefixes: tuple[str, ...]) -> VisionTensors:
+def read_tensors(
+    folder: Path, tower_prefixes: tuple[str, ...], projector_prefixes: tuple[str, ...]
+) -> VisionTensors:
     """Load only tensors under the given prefixes, lazily, file by file."""
     from safetensors import safe_open
 
@@ -49,8 +50,10 @@ def read_tensors(folder: Path, tower_prefixes: tuple[str, ...],
     for file in checkpoint_files(Path(folder)):
         with safe_open(str(file), framework="pt") as handle:
             for key in handle.keys():  # noqa: SIM118 - safe_open is not a dict
-                for prefixes, target in ((tower_prefixes, found.tower),
-                                         (projector_prefixes, found.projector)):
+                for prefixes, target in (
+                    (tower_prefixes, found.tower),
+                    (projector_prefixes, found.projector),
+                ):
                     name = _strip(key, prefixes)
                     if name is not None:
                         target[name] = handle.get_tensor(key)
@@ -61,5 +64,5 @@ def read_tensors(folder: Path, tower_prefixes: tuple[str, ...],
 def _strip(key: str, prefixes: tuple[str, ...]) -> str | None:
     for prefix in prefixes:
         if key.startswith(prefix):
-            return key[len(prefix):]
+            return key[len(prefix) :]
     return None

@@ -19,11 +19,14 @@ from zipvlm.bundle.errors import ModelFolderError
 from zipvlm.models.checkpoint import checkpoint_files
 from zipvlm.models.llava import LlavaFolder
 
-CAUSAL_LM = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
-             "mistral": "MistralForCausalLM"}
+CAUSAL_LM = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}
 # LLaVA checkpoint prefix -> causal-LM prefix (transformers 5 names, then older llava-hf names).
-RENAMES = (("model.language_model.", "model."), ("language_model.model.", "model."),
-           ("language_model.lm_head.", "lm_head."), ("lm_head.", "lm_head."))
+RENAMES = (
+    ("model.language_model.", "model."),
+    ("language_model.model.", "model."),
+    ("language_model.lm_head.", "lm_head."),
+    ("lm_head.", "lm_head."),
+)
 SHARD_BYTES = 2 * 1024**3
 
 
@@ -40,8 +43,9 @@ def write_language_model_folder(folder: LlavaFolder, out: Path) -> LanguageModel
 
     text = folder.config.text_config
     if text.model_type not in CAUSAL_LM:
-        raise ModelFolderError(f"language model '{text.model_type}' is not supported "
-                               f"(supported: {', '.join(CAUSAL_LM)})")
+        raise ModelFolderError(
+            f"language model '{text.model_type}' is not supported (supported: {', '.join(CAUSAL_LM)})"
+        )
     shard: dict[str, torch.Tensor] = {}
     shard_bytes, shard_count, total_bytes = 0, 0, 0
     weight_map: dict[str, str] = {}
@@ -88,5 +92,5 @@ def write_language_model_folder(folder: LlavaFolder, out: Path) -> LanguageModel
 def _rename(key: str) -> str | None:
     for old, new in RENAMES:
         if key.startswith(old):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     return None

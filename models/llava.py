@@ -21,8 +21,12 @@ from zipvlm.models.encoders import EncoderTrunk, TowerSpec, tower_spec
 from zipvlm.models.visionzip import VisionZip, VisionZipConfig
 
 SUPPORTED_MODEL_TYPES = ("llava",)
-TOWER_PREFIXES = ("model.vision_tower.vision_model.", "model.vision_tower.",
-                  "vision_tower.vision_model.", "vision_tower.")
+TOWER_PREFIXES = (
+    "model.vision_tower.vision_model.",
+    "model.vision_tower.",
+    "vision_tower.vision_model.",
+    "vision_tower.",
+)
 PROJECTOR_PREFIXES = ("model.multi_modal_projector.", "multi_modal_projector.")
 
 
@@ -92,8 +96,13 @@ def build_tower_and_projector(folder: LlavaFolder, attn_implementation: str) -> 
     needed_tower = _names_up_to_layer(tower, folder.tower.layer_index)
     tensors = read_tensors(folder.path, TOWER_PREFIXES, PROJECTOR_PREFIXES)
     _assign(tower, needed_tower, tensors.tower, "vision tower", folder.path)
-    _assign(projector, [name for name, _ in projector.named_parameters()], tensors.projector,
-            "projector", folder.path)
+    _assign(
+        projector,
+        [name for name, _ in projector.named_parameters()],
+        tensors.projector,
+        "projector",
+        folder.path,
+    )
     return tower.eval(), projector.eval()
 
 
@@ -110,8 +119,9 @@ def _names_up_to_layer(tower: nn.Module, layer_index: int) -> list[str]:
     return used
 
 
-def _assign(module: nn.Module, names: list[str], tensors: dict[str, torch.Tensor],
-            what: str, path: Path) -> None:
+def _assign(
+    module: nn.Module, names: list[str], tensors: dict[str, torch.Tensor], what: str, path: Path
+) -> None:
     missing = [name for name in names if name not in tensors]
     if missing:
         raise ModelFolderError(
@@ -123,8 +133,9 @@ def _assign(module: nn.Module, names: list[str], tensors: dict[str, torch.Tensor
     for owner in module.modules():
         for buffer_name, buffer in list(owner.named_buffers(recurse=False)):
             if buffer.is_meta:
-                owner.register_buffer(buffer_name, _rebuild_buffer(owner, buffer_name, buffer),
-                                      persistent=False)
+                owner.register_buffer(
+                    buffer_name, _rebuild_buffer(owner, buffer_name, buffer), persistent=False
+                )
 
 
 def _rebuild_buffer(owner: nn.Module, name: str, buffer: torch.Tensor) -> torch.Tensor:
@@ -144,9 +155,10 @@ class AllTokens(nn.Module):
         self.start = int(drop_cls)
         self.register_buffer("kept", torch.arange(self.start, num_tokens), persistent=False)
 
-    def forward(self, hidden: torch.Tensor, scores: torch.Tensor, keys: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        return hidden[:, self.start:], self.kept.expand(hidden.shape[0], -1)
+    def forward(
+        self, hidden: torch.Tensor, scores: torch.Tensor, keys: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return hidden[:, self.start :], self.kept.expand(hidden.shape[0], -1)
 
 
 def image_token_count(folder: LlavaFolder, zip_config: VisionZipConfig | None) -> int:
@@ -164,8 +176,7 @@ class VisionGraph(nn.Module):
     (VisionZip, or all tokens for a full-token baseline), projector.
     """
 
-    def __init__(self, tower: nn.Module, projector: nn.Module, spec: TowerSpec,
-                 selector: nn.Module):
+    def __init__(self, tower: nn.Module, projector: nn.Module, spec: TowerSpec, selector: nn.Module):
         super().__init__()
         self.trunk = EncoderTrunk(tower, spec)
         self.selector = selector
@@ -177,16 +188,16 @@ class VisionGraph(nn.Module):
         return self.projector(tokens), keep
 
 
-def load_vision_graph(folder: LlavaFolder, zip_config: VisionZipConfig | None,
-                      attn_implementation: str = "sdpa") -> VisionGraph:
+def load_vision_graph(
+    folder: LlavaFolder, zip_config: VisionZipConfig | None, attn_implementation: str = "sdpa"
+) -> VisionGraph:
     """Validate (D, C) against the tower, load weights, and build the graph module.
 
     `zip_config=None` keeps every token the way the model itself selects them.
     """
     spec = folder.tower
     if zip_config is None:
-        selector: nn.Module = AllTokens(spec.num_tokens,
-                                        spec.has_cls and folder.select_strategy == "default")
+        selector: nn.Module = AllTokens(spec.num_tokens, spec.has_cls and folder.select_strategy == "default")
     else:
         selector = VisionZip(zip_config, spec.num_tokens, spec.has_cls)
     tower, projector = build_tower_and_projector(folder, attn_implementation)

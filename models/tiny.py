@@ -85,8 +85,9 @@ def build_tiny_llava(out_dir: Path, spec: TinySpec = TinySpec()) -> Path:
 
     tower, _, language = spec.family.partition("-")
     if tower not in TOWERS or language not in LANGUAGE_MODELS:
-        raise ValueError(f"unknown family {spec.family!r}: expected <{'|'.join(TOWERS)}>-"
-                         f"<{'|'.join(LANGUAGE_MODELS)}>")
+        raise ValueError(
+            f"unknown family {spec.family!r}: expected <{'|'.join(TOWERS)}>-<{'|'.join(LANGUAGE_MODELS)}>"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = _build_tokenizer(spec)
@@ -179,9 +180,7 @@ def _build_tokenizer(spec: TinySpec):
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, additional_special_tokens=extra, **specials
-    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, additional_special_tokens=extra, **specials)
     fast.chat_template = template
     return fast
 
@@ -208,8 +207,13 @@ def _write_processor_files(out_dir: Path, spec: TinySpec, clip: bool) -> None:
             "image_mean": [0.5, 0.5, 0.5],
             "image_std": [0.5, 0.5, 0.5],
         }
-    image.update(do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
-                 do_convert_rgb=True, processor_class="LlavaProcessor")
+    image.update(
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        do_convert_rgb=True,
+        processor_class="LlavaProcessor",
+    )
     processor = {
         "processor_class": "LlavaProcessor",
         "image_token": "<image>",

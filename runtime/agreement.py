@@ -21,8 +21,9 @@ def keep_iou(a: np.ndarray, b: np.ndarray) -> float:
     return len(np.intersect1d(a, b)) / len(np.union1d(a, b))
 
 
-def shared_token_cosine(ref_embeds: np.ndarray, ref_keep: np.ndarray, embeds: np.ndarray,
-                        keep: np.ndarray) -> float:
+def shared_token_cosine(
+    ref_embeds: np.ndarray, ref_keep: np.ndarray, embeds: np.ndarray, keep: np.ndarray
+) -> float:
     """Cosine of one image's dominant-token rows (K, H), over the tokens both graphs kept."""
     shared = np.intersect1d(ref_keep, keep)
     return cosine(ref_embeds[np.searchsorted(ref_keep, shared)], embeds[np.searchsorted(keep, shared)])

@@ -36,9 +36,14 @@ class Session:
     the next turn re-prefills the whole conversation in a fresh generator instead.
     """
 
-    def __init__(self, pipeline: BundlePipeline, image: np.ndarray | None,
-                 options: GenerationOptions = DEFAULT_OPTIONS, context: int | None = None,
-                 image_embeds: np.ndarray | None = None):
+    def __init__(
+        self,
+        pipeline: BundlePipeline,
+        image: np.ndarray | None,
+        options: GenerationOptions = DEFAULT_OPTIONS,
+        context: int | None = None,
+        image_embeds: np.ndarray | None = None,
+    ):
         options.validate()
         self.pipeline = pipeline
         self.options = options
@@ -56,8 +61,11 @@ class Session:
         """The first question gets the image and the chat template; later ones continue it."""
         prompts = self.pipeline.prompts
         images = 1 if self.image_embeds is None else len(self.image_embeds)
-        ids = (prompts.encode(prompts.chat_text(question, images), images) if not self.history
-               else prompts.continuation(question))
+        ids = (
+            prompts.encode(prompts.chat_text(question, images), images)
+            if not self.history
+            else prompts.continuation(question)
+        )
         return self.ask_ids(ids, on_text)
 
     def ask_ids(self, ids: list[int], on_text: Callable[[str], None] | None = None) -> Answer:
@@ -68,12 +76,10 @@ class Session:
             assert self.image is not None, "a conversation holds an image or its embeddings"
             seen = pipeline.embed_image(self.image)
             embeds = self.image_embeds = seen.embeds
-        check_context(len(self.history) + len(ids), self.options.max_new_tokens, self.context,
-                      "conversation")
+        check_context(len(self.history) + len(ids), self.options.max_new_tokens, self.context, "conversation")
         feed = ids
         if not self._cache_is_current:
-            self._generator, self._visual = pipeline.generator(embeds, self.options,
-                                                               self.context)
+            self._generator, self._visual = pipeline.generator(embeds, self.options, self.context)
             feed = self.history + ids
         before_prefill = time.perf_counter()
         generator = self._generator
@@ -84,8 +90,13 @@ class Session:
             generator.generate_next_token()
             return int(generator.get_next_tokens()[0])
 
-        decoded = decode(next_token, lambda _token: not generator.is_done(), self.options.max_new_tokens,
-                         pipeline.eos_ids, TextStream(pipeline.prompts.tokenizer, on_text))
+        decoded = decode(
+            next_token,
+            lambda _token: not generator.is_done(),
+            self.options.max_new_tokens,
+            pipeline.eos_ids,
+            TextStream(pipeline.prompts.tokenizer, on_text),
+        )
         self.history += ids + decoded.token_ids
         self._cache_is_current = decoded.ended_on_eos
         image_ms = {"preprocess": seen.preprocess_ms, "vision": seen.vision_ms} if seen else {}

@@ -41,8 +41,10 @@ class ContextLengthError(ArgumentError):
 def check_context(prompt_tokens: int, max_new_tokens: int, context_length: int, what: str = "prompt") -> None:
     """Refuse, before any prefill, a prompt whose answer could not fit the KV cache."""
     if prompt_tokens + max_new_tokens > context_length:
-        raise ContextLengthError(f"the {what} ({prompt_tokens} tokens) plus {max_new_tokens} new tokens "
-                                 f"exceed the {context_length}-token context")
+        raise ContextLengthError(
+            f"the {what} ({prompt_tokens} tokens) plus {max_new_tokens} new tokens "
+            f"exceed the {context_length}-token context"
+        )
 
 
 @dataclass(frozen=True)
@@ -59,12 +61,17 @@ class Timings:
     def with_image(self, preprocess: float, vision: float) -> Timings:
         """The timings of an answer whose image(s) went through the vision graph beforehand:
         their ms added, and the first token counted from before them."""
-        return dataclasses.replace(self, preprocess=self.preprocess + preprocess, vision=self.vision + vision,
-                                   first_token=self.first_token + preprocess + vision)
+        return dataclasses.replace(
+            self,
+            preprocess=self.preprocess + preprocess,
+            vision=self.vision + vision,
+            first_token=self.first_token + preprocess + vision,
+        )
 
     def to_json(self) -> dict[str, float]:
-        return {name: round(value, 2) for name, value in dataclasses.asdict(self).items()
-                if value is not None}
+        return {
+            name: round(value, 2) for name, value in dataclasses.asdict(self).items() if value is not None
+        }
 
 
 @dataclass
@@ -94,7 +101,7 @@ class TextStream:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         # Every token is reported (the server checks its deadline there), finally only a rest.
         if (text != self.streamed) if final else not text.endswith("\ufffd"):
-            self.on_text(text[len(self.streamed):])
+            self.on_text(text[len(self.streamed) :])
             self.streamed = text
 
 
@@ -106,8 +113,13 @@ class Decoded:
     end: float
 
 
-def decode(next_token: Callable[[], int], advance: Callable[[int], bool], max_new_tokens: int,
-           eos_ids: set[int], text: TextStream) -> Decoded:
+def decode(
+    next_token: Callable[[], int],
+    advance: Callable[[int], bool],
+    max_new_tokens: int,
+    eos_ids: set[int],
+    text: TextStream,
+) -> Decoded:
     """The decode loop of both drivers, after their prefill.
 
     `next_token()` samples from the current logits; `advance(token)` feeds the token
@@ -132,12 +144,16 @@ def decode(next_token: Callable[[], int], advance: Callable[[int], bool], max_ne
     return Decoded(tokens, ended_on_eos, first_token_at or end, end)
 
 
-def generation_timings(start: float, prefill_start: float, after_prefill: float, decoded: Decoded,
-                       **image_ms: float) -> Timings:
+def generation_timings(
+    start: float, prefill_start: float, after_prefill: float, decoded: Decoded, **image_ms: float
+) -> Timings:
     """Prefill ms, first-token ms from `start` (the answer's start, before any image work the
     caller did, given in `image_ms`), and the decode rate after the first token."""
     generated = len(decoded.token_ids)
     rate = (generated - 1) / (decoded.end - decoded.first_token_at) if generated > 1 else 0.0
-    return Timings(prefill=(after_prefill - prefill_start) * 1000,
-                   first_token=(decoded.first_token_at - start) * 1000, decode_tokens_per_s=rate,
-                   **image_ms)
+    return Timings(
+        prefill=(after_prefill - prefill_start) * 1000,
+        first_token=(decoded.first_token_at - start) * 1000,
+        decode_tokens_per_s=rate,
+        **image_ms,
+    )

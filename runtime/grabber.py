@@ -146,8 +146,9 @@ class FrameGrabber:
                         self.error = f"{exc}; gave up after {self.retry.max_attempts} retries"
                         return
                     delay = self.retry.delay(failures)
-                    log.warning("%s; retrying in %.1f s (%d of %d)", exc, delay, failures,
-                                self.retry.max_attempts)
+                    log.warning(
+                        "%s; retrying in %.1f s (%d of %d)", exc, delay, failures, self.retry.max_attempts
+                    )
                     self._stop.wait(delay)
                     continue
                 opened, failures = True, 0

@@ -34,8 +34,9 @@ def read_image(path: Path) -> np.ndarray:
         raise ZipvlmError(f"image not found: {path}")
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
-        raise ZipvlmError(f"cannot read {path} as an image (not an image file, or a format "
-                          "OpenCV cannot decode)")
+        raise ZipvlmError(
+            f"cannot read {path} as an image (not an image file, or a format OpenCV cannot decode)"
+        )
     if image.dtype == np.uint16:
         image = np.right_shift(image, 8).astype(np.uint8)
     return image
@@ -54,14 +55,22 @@ class EmbeddedImage:
 class BundlePipeline:
     """A loaded bundle: sessions are created once and reused for every question."""
 
-    def __init__(self, bundle: Bundle, threads: int = 2, provider: str = "cpu", backend: str = "ort",
-                 target: str | None = None, vision_graph: str = "float"):
+    def __init__(
+        self,
+        bundle: Bundle,
+        threads: int = 2,
+        provider: str = "cpu",
+        backend: str = "ort",
+        target: str | None = None,
+        vision_graph: str = "float",
+    ):
         try:
             import onnxruntime_genai as og
         except ImportError:
-            raise ZipvlmError("onnxruntime-genai is not installed: pip install onnxruntime-genai "
-                              "(on Jetson build it from source or use a jetson-containers image)"
-                              ) from None
+            raise ZipvlmError(
+                "onnxruntime-genai is not installed: pip install onnxruntime-genai "
+                "(on Jetson build it from source or use a jetson-containers image)"
+            ) from None
         self._og = og
         check_provider(og, provider)
         self.bundle, self.provider, self.threads = bundle, provider, threads
@@ -94,8 +103,9 @@ class BundlePipeline:
     @cached_property
     def prefix_generator(self) -> PrefixCachedGenerator:
         """The decoder run by onnxruntime itself, reusing the KV cache of the prompt's prefix."""
-        return PrefixCachedGenerator(DirectDecoder(self.bundle, self.provider, self.threads), self.prompts,
-                                     self.eos_ids)
+        return PrefixCachedGenerator(
+            DirectDecoder(self.bundle, self.provider, self.threads), self.prompts, self.eos_ids
+        )
 
     def prompt_ids(self, prompt: str | None, raw_prompt: str | None) -> list[int]:
         """Ids of a question (the chat template applied) or of a raw prompt (verbatim)."""
@@ -105,13 +115,17 @@ class BundlePipeline:
             raise ArgumentError("give a question (--prompt) or a raw prompt (--raw-prompt)")
         return self.prompts.encode(self.prompts.chat_text(prompt))
 
-    def ask(self, image: np.ndarray, ids: list[int], options: GenerationOptions = DEFAULT_OPTIONS,
-            on_text: Callable[[str], None] | None = None) -> Answer:
+    def ask(
+        self,
+        image: np.ndarray,
+        ids: list[int],
+        options: GenerationOptions = DEFAULT_OPTIONS,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Answer:
         """Answer one question (already tokenised) about one image."""
         from zipvlm.runtime.conversation import Session
 
-        return Session(self, image, options, context=len(ids) + options.max_new_tokens
-                       ).ask_ids(ids, on_text)
+        return Session(self, image, options, context=len(ids) + options.max_new_tokens).ask_ids(ids, on_text)
 
     def embed_image(self, image: np.ndarray) -> EmbeddedImage:
         """One decoded image through preprocessing and the vision graph, timed."""
@@ -120,11 +134,13 @@ class BundlePipeline:
         pixels = preprocess(image, self.bundle.preprocess)
         after_preprocess = clock()
         embeds, keep = self.vision(pixels)
-        return EmbeddedImage(embeds, keep, (after_preprocess - start) * 1000,
-                             (clock() - after_preprocess) * 1000)
+        return EmbeddedImage(
+            embeds, keep, (after_preprocess - start) * 1000, (clock() - after_preprocess) * 1000
+        )
 
-    def generator(self, image_embeds: np.ndarray, options: GenerationOptions, context: int,
-                  min_length: int = 0):
+    def generator(
+        self, image_embeds: np.ndarray, options: GenerationOptions, context: int, min_length: int = 0
+    ):
         """A genai generator with the image bound; genai keeps a pointer, so keep `visual`.
 
         `min_length` (total tokens) holds back end-of-sequence until then: the
@@ -134,8 +150,9 @@ class BundlePipeline:
         params = og.GeneratorParams(self.model)
         search: dict[str, Any] = {"max_length": context, "min_length": min_length, "do_sample": False}
         if options.temperature > 0:
-            search.update(do_sample=True, temperature=float(options.temperature),
-                          top_p=float(options.top_p), top_k=0)
+            search.update(
+                do_sample=True, temperature=float(options.temperature), top_p=float(options.top_p), top_k=0
+            )
             if options.seed is not None:
                 search["random_seed"] = int(options.seed)
         params.set_search_options(**search)

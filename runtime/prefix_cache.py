@@ -52,14 +52,16 @@ class DirectDecoder:
         self.device = "cpu" if provider == "cpu" else "cuda"
         self.past_names, self.present_names = contract.past_names, contract.present_names
         empty = np.zeros((1, contract.num_kv_heads, 0, contract.head_size), np.float32)
-        self.empty = KVCache(tuple(ort.OrtValue.ortvalue_from_numpy(empty, self.device, 0)
-                                   for _ in self.past_names), 0)
+        self.empty = KVCache(
+            tuple(ort.OrtValue.ortvalue_from_numpy(empty, self.device, 0) for _ in self.past_names), 0
+        )
 
     def forward(self, ids: Sequence[int], visual: np.ndarray, cache: KVCache) -> tuple[np.ndarray, KVCache]:
         """Prefill `ids` after `cache`: the logits of the last position (vocab,) and the longer
         cache. `visual` (images, K, hidden) fills the image-token positions of `ids`, in order."""
-        embeds = self.embed.run(["inputs_embeds"], {"input_ids": np.asarray([ids], np.int64),
-                                                    "visual_embeds": visual})[0]
+        embeds = self.embed.run(
+            ["inputs_embeds"], {"input_ids": np.asarray([ids], np.int64), "visual_embeds": visual}
+        )[0]
         binding = self.decoder.io_binding()
         binding.bind_cpu_input("inputs_embeds", embeds)
         binding.bind_cpu_input("attention_mask", np.ones((1, cache.length + len(ids)), np.int64))
@@ -110,8 +112,13 @@ class PrefixCachedGenerator:
         self._prefix = tuple(prefix)
         return self._prefix_cache, True
 
-    def generate(self, ids: list[int], visual: np.ndarray, options: GenerationOptions,
-                 on_text: Callable[[str], None] | None = None) -> Answer:
+    def generate(
+        self,
+        ids: list[int],
+        visual: np.ndarray,
+        options: GenerationOptions,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Answer:
         """Up to `max_new_tokens` ids after `ids`, whose image tokens take the rows of `visual`
         (images, K, hidden)."""
         check_context(len(ids), options.max_new_tokens, self.decoder.context_length)
@@ -128,10 +135,20 @@ class PrefixCachedGenerator:
             logits, cache = self.decoder.forward([token], visual, cache)
             return True
 
-        decoded = decode(lambda: next_token(logits, options.temperature, options.top_p, rng),
-                         advance, options.max_new_tokens, self.eos_ids,
-                         TextStream(self.prompts.tokenizer, on_text))
+        decoded = decode(
+            lambda: next_token(logits, options.temperature, options.top_p, rng),
+            advance,
+            options.max_new_tokens,
+            self.eos_ids,
+            TextStream(self.prompts.tokenizer, on_text),
+        )
         cached = 0 if computed else split
         text = self.prompts.tokenizer.decode(decoded.token_ids, skip_special_tokens=True)
-        return Answer(text, decoded.token_ids, visual.shape[0] * visual.shape[1],
-                      generation_timings(start, start, after_prefill, decoded), len(ids) - cached, cached)
+        return Answer(
+            text,
+            decoded.token_ids,
+            visual.shape[0] * visual.shape[1],
+            generation_timings(start, start, after_prefill, decoded),
+            len(ids) - cached,
+            cached,
+        )

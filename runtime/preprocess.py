@@ -133,7 +133,7 @@ def _pad_square(image: np.ndarray, mean: tuple[float, float, float]) -> np.ndarr
     canvas = np.empty((side, side, 3), np.uint8)
     canvas[:] = [int(c * 255) for c in mean]
     top, left = (side - height) // 2, (side - width) // 2
-    canvas[top:top + height, left:left + width] = image
+    canvas[top : top + height, left : left + width] = image
     return canvas
 
 
@@ -148,10 +148,12 @@ def preprocess(image: np.ndarray, spec: PreprocessSpec, channel_order: str = "BG
     if spec.center_crop is not None:
         crop_h, crop_w = spec.center_crop["height"], spec.center_crop["width"]
         top, left = (rgb.shape[0] - crop_h) // 2, (rgb.shape[1] - crop_w) // 2
-        rgb = rgb[max(top, 0):max(top, 0) + crop_h, max(left, 0):max(left, 0) + crop_w]
+        rgb = rgb[max(top, 0) : max(top, 0) + crop_h, max(left, 0) : max(left, 0) + crop_w]
     if rgb.shape[:2] != (spec.image_size, spec.image_size):
-        raise ZipvlmError(f"preprocessing gave {rgb.shape[:2]}, the vision graph takes "
-                          f"{spec.image_size}x{spec.image_size}: check the manifest's preprocess")
+        raise ZipvlmError(
+            f"preprocessing gave {rgb.shape[:2]}, the vision graph takes "
+            f"{spec.image_size}x{spec.image_size}: check the manifest's preprocess"
+        )
     scaled = rgb.astype(np.float32) * np.float32(spec.rescale_factor)
     normalised = (scaled - np.array(spec.mean, np.float32)) / np.array(spec.std, np.float32)
     return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])

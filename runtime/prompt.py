@@ -41,13 +41,18 @@ def _render_environment():
     def raise_exception(message: str) -> None:
         raise PromptError(f"chat template: {message}")
 
-    def tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
-               separators: Any = None, sort_keys: bool = False) -> str:
-        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent,
-                          separators=separators, sort_keys=sort_keys)
+    def tojson(
+        value: Any,
+        ensure_ascii: bool = False,
+        indent: int | None = None,
+        separators: Any = None,
+        sort_keys: bool = False,
+    ) -> str:
+        return json.dumps(
+            value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        )
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[loopcontrols])
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
@@ -62,16 +67,18 @@ class PromptBuilder:
         from tokenizers import Tokenizer
 
         language = bundle.language
-        spec = PromptSpec(language.image_token_id, num_image_tokens or bundle.selection.num_image_tokens,
-                          language.chat_template)
+        spec = PromptSpec(
+            language.image_token_id,
+            num_image_tokens or bundle.selection.num_image_tokens,
+            language.chat_template,
+        )
         self.spec = spec
         self.tokenizer = Tokenizer.from_file(str(bundle.file("tokenizer.json")))
         config_file = bundle.file("tokenizer_config.json")
         config = json.loads(config_file.read_text()) if config_file.is_file() else {}
         self.special_tokens = {key: _token_text(config.get(key)) for key in SPECIAL_TOKEN_KEYS}
         self.image_token = self.tokenizer.id_to_token(spec.image_token_id)
-        self._template = (_render_environment().from_string(spec.chat_template)
-                          if spec.chat_template else None)
+        self._template = _render_environment().from_string(spec.chat_template) if spec.chat_template else None
 
     def chat_text(self, question: str, images: int = 1, system: str | None = None) -> str:
         """One user turn holding the image(s) and the question, after an optional system
@@ -87,10 +94,11 @@ class PromptBuilder:
     def conversation_text(self, messages: list[dict]) -> str:
         """Messages in the template's form (content: image/text parts), ready for the answer."""
         if self._template is None:
-            raise PromptError("the bundle has no chat template: use --raw-prompt with the "
-                              f"model's own format and one {self.image_token}")
-        return self._template.render(messages=messages, add_generation_prompt=True,
-                                     **self.special_tokens)
+            raise PromptError(
+                "the bundle has no chat template: use --raw-prompt with the "
+                f"model's own format and one {self.image_token}"
+            )
+        return self._template.render(messages=messages, add_generation_prompt=True, **self.special_tokens)
 
     def continuation(self, question: str) -> list[int]:
         """Ids that follow an answer: the template's end of that turn, the next user turn
@@ -101,11 +109,12 @@ class PromptBuilder:
         if self._template is None:
             raise PromptError("the bundle has no chat template, so a conversation cannot go on")
         marker = "\u2063zipvlm-answer\u2063"
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]},
-                    {"role": "assistant", "content": [{"type": "text", "text": marker}]},
-                    {"role": "user", "content": [{"type": "text", "text": question}]}]
-        rendered = self._template.render(messages=messages, add_generation_prompt=True,
-                                         **self.special_tokens)
+        messages = [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": marker}]},
+            {"role": "user", "content": [{"type": "text", "text": question}]},
+        ]
+        rendered = self._template.render(messages=messages, add_generation_prompt=True, **self.special_tokens)
         ids = self.tokenizer.encode(rendered.split(marker, 1)[1], add_special_tokens=False).ids
         if self.spec.image_token_id in ids:
             raise PromptError(f"a follow-up question cannot hold the image token {self.image_token}")
@@ -121,8 +130,9 @@ class PromptBuilder:
             expected = "exactly one image token" if images == 1 else f"{images} image tokens"
             raise PromptError(f"the prompt must hold {expected} {self.image_token}, found {count}")
         image = self.spec.image_token_id
-        return [i for token in ids for i in ([image] * self.spec.num_image_tokens
-                                               if token == image else [token])]
+        return [
+            i for token in ids for i in ([image] * self.spec.num_image_tokens if token == image else [token])
+        ]
 
 
 def _token_text(value: Any) -> str | None:

@@ -19,8 +19,11 @@ from pathlib import Path
 from zipvlm.bundle.errors import ArgumentError
 
 PROVIDERS = ("cpu", "cuda", "tensorrt")
-ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
-             "tensorrt": "TensorrtExecutionProvider"}
+ORT_NAMES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
 INSTALL_HINT = {
     "cuda": "install onnxruntime-gpu (on Jetson: the jetson-containers onnxruntime image)",
     "tensorrt": "install onnxruntime-gpu built with TensorRT, and TensorRT itself",
@@ -49,17 +52,28 @@ def ort_providers(provider: str) -> list:
     available = ort.get_available_providers()
     if ORT_NAMES[provider] not in available:
         names = ", ".join(name.removesuffix("ExecutionProvider") for name in available)
-        raise ArgumentError(f"--provider {provider}: this onnxruntime has no {ORT_NAMES[provider]} "
-                            f"(it has {names}); {INSTALL_HINT[provider]}")
+        raise ArgumentError(
+            f"--provider {provider}: this onnxruntime has no {ORT_NAMES[provider]} "
+            f"(it has {names}); {INSTALL_HINT[provider]}"
+        )
     if provider == "cpu":
         return ["CPUExecutionProvider"]
     chain: list = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if provider == "tensorrt":
         cache = tensorrt_cache_dir()
         cache.mkdir(parents=True, exist_ok=True)
-        chain.insert(0, ("TensorrtExecutionProvider", {
-            "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
-            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}))
+        chain.insert(
+            0,
+            (
+                "TensorrtExecutionProvider",
+                {
+                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": str(cache),
+                    "trt_timing_cache_enable": True,
+                    "trt_timing_cache_path": str(cache),
+                },
+            ),
+        )
     return chain
 
 
@@ -67,8 +81,10 @@ def check_provider(og, provider: str) -> None:
     """Fail before any loading when onnxruntime or onnxruntime-genai lacks `provider`."""
     ort_providers(provider)
     if provider != "cpu" and not og.is_cuda_available():
-        raise ArgumentError(f"--provider {provider}: this onnxruntime-genai has no CUDA support; "
-                            "pip install onnxruntime-genai-cuda (on Jetson build it from source)")
+        raise ArgumentError(
+            f"--provider {provider}: this onnxruntime-genai has no CUDA support; "
+            "pip install onnxruntime-genai-cuda (on Jetson build it from source)"
+        )
 
 
 def genai_model(og, bundle: Path, provider: str):
@@ -80,8 +96,13 @@ def genai_model(og, bundle: Path, provider: str):
     return og.Model(config)
 
 
-def ort_session(path: Path, provider: str = "cpu", threads: int = 0,
-                disabled_optimizers: tuple[str, ...] = (), optimize: bool = True):
+def ort_session(
+    path: Path,
+    provider: str = "cpu",
+    threads: int = 0,
+    disabled_optimizers: tuple[str, ...] = (),
+    optimize: bool = True,
+):
     """The one place an onnxruntime session is made: `threads` intra-op threads (0: all cores),
     `provider`'s chain, optional graph optimizations switched off (whole or by name)."""
     import onnxruntime as ort
@@ -90,5 +111,6 @@ def ort_session(path: Path, provider: str = "cpu", threads: int = 0,
     options.intra_op_num_threads = threads
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=ort_providers(provider),
-                                disabled_optimizers=list(disabled_optimizers))
+    return ort.InferenceSession(
+        str(path), options, providers=ort_providers(provider), disabled_optimizers=list(disabled_optimizers)
+    )

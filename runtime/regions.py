@@ -46,6 +46,12 @@ def kept_boxes(keep: np.ndarray, bundle: Bundle, height: int, width: int) -> lis
         row, col = divmod(patch, grid.image_size // grid.patch_size)
         x0, y0 = col * grid.patch_size, row * grid.patch_size
         x1, y1 = x0 + grid.patch_size, y0 + grid.patch_size
-        boxes.append((round(x0 * scale_x + offset_x), round(y0 * scale_y + offset_y),
-                      round(x1 * scale_x + offset_x), round(y1 * scale_y + offset_y)))
+        boxes.append(
+            (
+                round(x0 * scale_x + offset_x),
+                round(y0 * scale_y + offset_y),
+                round(x1 * scale_x + offset_x),
+                round(y1 * scale_y + offset_y),
+            )
+        )
     return boxes

@@ -56,8 +56,10 @@ def parse_source(text: str, loop: bool = False, fps: float = 30.0) -> SourceSpec
         return SourceSpec("folder", text, loop, fps)
     if path.is_file():
         return SourceSpec("file", text, loop, fps)
-    raise ArgumentError(f"--source {text}: not a camera index, video file, image folder, "
-                        "rtsp/http URL, GStreamer pipeline (with '!') or 'synthetic'")
+    raise ArgumentError(
+        f"--source {text}: not a camera index, video file, image folder, "
+        "rtsp/http URL, GStreamer pipeline (with '!') or 'synthetic'"
+    )
 
 
 class FrameReader(Protocol):
@@ -92,9 +94,11 @@ class OpenCVReader:
     def open(self) -> None:
         spec = self.spec
         if spec.kind == "gstreamer" and not _opencv_has("GStreamer"):
-            raise ArgumentError("--source is a GStreamer pipeline, but this OpenCV was built without "
-                                "GStreamer (on Jetson use the system python3-opencv or a "
-                                "jetson-containers image)")
+            raise ArgumentError(
+                "--source is a GStreamer pipeline, but this OpenCV was built without "
+                "GStreamer (on Jetson use the system python3-opencv or a "
+                "jetson-containers image)"
+            )
         if spec.kind == "file" and not Path(spec.target).is_file():
             raise SourceLost(f"video file {spec.target} is missing")
         # Our SourceLost says what failed; OpenCV's own warnings would only repeat it.
@@ -180,8 +184,14 @@ class SyntheticReader:
         self.shape = (height, width, 3)
         self.count = 0
         bars = np.linspace(0, 179, 8, dtype=np.uint8).repeat(width // 8 + 1)[:width]
-        hsv = np.stack([np.broadcast_to(bars, (height, width)), np.full((height, width), 200),
-                        np.full((height, width), 220)], axis=-1).astype(np.uint8)
+        hsv = np.stack(
+            [
+                np.broadcast_to(bars, (height, width)),
+                np.full((height, width), 200),
+                np.full((height, width), 220),
+            ],
+            axis=-1,
+        ).astype(np.uint8)
         self.background = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
 
     def open(self) -> None:

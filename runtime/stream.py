@@ -69,11 +69,13 @@ class FrameWindow:
     def ask(self, question: str, options: GenerationOptions) -> Answer:
         """The question about the window's frames; the prompt's text before the first image
         comes from the KV cache every frame shares, so only the rest is prefilled."""
-        return self.pipeline.prefix_generator.generate(self.prompt_ids(question),
-                                                       np.concatenate(self.frames), options)
+        return self.pipeline.prefix_generator.generate(
+            self.prompt_ids(question), np.concatenate(self.frames), options
+        )
 
-    def answer(self, frame: Frame, question: str, options: GenerationOptions,
-               grabber: FrameGrabber) -> StreamAnswer:
+    def answer(
+        self, frame: Frame, question: str, options: GenerationOptions, grabber: FrameGrabber
+    ) -> StreamAnswer:
         """Add a frame and ask about the window; a failure becomes that answer's error."""
         waited_ms = frame.age_ms()  # captured -> taken
         try:
@@ -86,8 +88,19 @@ class FrameWindow:
         except Exception as exc:  # noqa: BLE001 - one frame's failure must not end the stream
             text, tokens, cached, timings = "", self.pipeline.num_image_tokens * len(self.frames), 0, None
             error, keep = f"{type(exc).__name__}: {exc}", None
-        return StreamAnswer(text, frame.index, frame.capture_time, frame.age_ms(), tokens, timings,
-                            grabber.stats.dropped, cached, error, question, keep)
+        return StreamAnswer(
+            text,
+            frame.index,
+            frame.capture_time,
+            frame.age_ms(),
+            tokens,
+            timings,
+            grabber.stats.dropped,
+            cached,
+            error,
+            question,
+            keep,
+        )
 
 
 @dataclass
@@ -109,11 +122,16 @@ class StreamAnswer:
         return self.timings.to_json() if self.timings is not None else {}
 
     def to_json(self) -> dict:
-        record = {"text": self.text, "frame_index": self.frame_index,
-                  "frame_time": round(self.frame_time, 3),
-                  "frame_age_ms": round(self.frame_age_ms, 1), "num_image_tokens": self.num_image_tokens,
-                  "timings_ms": self.timings_ms, "dropped_frames": self.dropped_frames,
-                  "cached_prompt_tokens": self.cached_prompt_tokens}
+        record = {
+            "text": self.text,
+            "frame_index": self.frame_index,
+            "frame_time": round(self.frame_time, 3),
+            "frame_age_ms": round(self.frame_age_ms, 1),
+            "num_image_tokens": self.num_image_tokens,
+            "timings_ms": self.timings_ms,
+            "dropped_frames": self.dropped_frames,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
+        }
         if self.error is not None:
             record["error"] = self.error
         return record
@@ -126,14 +144,21 @@ class StreamAnswer:
             return f"{head} error: {self.error}"
         t = self.timings_ms
         cached = f", {self.cached_prompt_tokens} prompt tokens cached" if self.cached_prompt_tokens else ""
-        return (f"{head} {self.text!r}  ({self.num_image_tokens} image tokens{cached}, first token "
-                f"{t['first_token']:.0f} ms, {t['decode_tokens_per_s']:.1f} tok/s, "
-                f"{self.dropped_frames} dropped)")
+        return (
+            f"{head} {self.text!r}  ({self.num_image_tokens} image tokens{cached}, first token "
+            f"{t['first_token']:.0f} ms, {t['decode_tokens_per_s']:.1f} tok/s, "
+            f"{self.dropped_frames} dropped)"
+        )
 
 
-def stream_answers(pipeline: BundlePipeline, grabber: FrameGrabber, options: StreamOptions,
-                   stop: threading.Event, question: Callable[[], str] | None = None,
-                   model_lock: AbstractContextManager | None = None) -> Iterator[StreamAnswer]:
+def stream_answers(
+    pipeline: BundlePipeline,
+    grabber: FrameGrabber,
+    options: StreamOptions,
+    stop: threading.Event,
+    question: Callable[[], str] | None = None,
+    model_lock: AbstractContextManager | None = None,
+) -> Iterator[StreamAnswer]:
     """Answers until the source ends, `max_frames` answers were given, or `stop` is set.
 
     `question` gives each frame's prompt when it can change (the live page; default:

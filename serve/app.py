@@ -52,37 +52,55 @@ class Completion:
 
     def usage(self) -> dict:
         generated = len(self.answer.token_ids)
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": generated,
-                "total_tokens": self.prompt_tokens + generated,
-                "visual_tokens": self.answer.num_image_tokens}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": generated,
+            "total_tokens": self.prompt_tokens + generated,
+            "visual_tokens": self.answer.num_image_tokens,
+        }
 
 
 class ModelWorker:
     """Admission control and the one thread that talks to the bundle."""
 
-    def __init__(self, pipeline: BundlePipeline, limits: ServerLimits, metrics: ServerMetrics,
-                 model_lock: threading.Lock):
+    def __init__(
+        self,
+        pipeline: BundlePipeline,
+        limits: ServerLimits,
+        metrics: ServerMetrics,
+        model_lock: threading.Lock,
+    ):
         self.pipeline, self.limits, self.metrics = pipeline, limits, metrics
         self._queue = asyncio.Lock()  # the order requests are served in
         self._model = model_lock  # held by the generating thread, even one timed out
         self._waiting = 0
 
-    async def complete(self, request: ChatRequest, on_text: Callable[[str], None] | None = None
-                       ) -> Completion:
+    async def complete(
+        self, request: ChatRequest, on_text: Callable[[str], None] | None = None
+    ) -> Completion:
         if self._waiting >= self.limits.max_waiting + 1:
             self.metrics.rejected.inc()
-            raise RequestError(429, "the server is busy: too many requests waiting; retry later",
-                               kind="rate_limit_error", code="server_busy")
+            raise RequestError(
+                429,
+                "the server is busy: too many requests waiting; retry later",
+                kind="rate_limit_error",
+                code="server_busy",
+            )
         self._waiting += 1
         cancelled = threading.Event()
         try:
-            return await asyncio.wait_for(self._run(request, on_text, cancelled),
-                                          self.limits.request_timeout_s)
+            return await asyncio.wait_for(
+                self._run(request, on_text, cancelled), self.limits.request_timeout_s
+            )
         except TimeoutError:
             cancelled.set()
             self.metrics.timeouts.inc()
-            raise RequestError(503, f"the request took longer than {self.limits.request_timeout_s:g} s",
-                               kind="server_error", code="timeout") from None
+            raise RequestError(
+                503,
+                f"the request took longer than {self.limits.request_timeout_s:g} s",
+                kind="server_error",
+                code="timeout",
+            ) from None
         finally:
             self._waiting -= 1
 
@@ -101,8 +119,9 @@ class ModelWorker:
         seen = [pipeline.embed_image(image) for image in request.images]
         ids = prompts.encode(prompts.conversation_text(request.messages), len(seen))
         try:
-            check_context(len(ids), request.options.max_new_tokens, pipeline.context_length,
-                          "prompt with its images")
+            check_context(
+                len(ids), request.options.max_new_tokens, pipeline.context_length, "prompt with its images"
+            )
         except ContextLengthError as exc:
             raise RequestError(400, str(exc), "messages", code="context_length_exceeded") from None
 
@@ -112,12 +131,17 @@ class ModelWorker:
             if on_text is not None:
                 on_text(text)
 
-        session = Session(pipeline, None, request.options,
-                          context=len(ids) + request.options.max_new_tokens,
-                          image_embeds=np.concatenate([image.embeds for image in seen]))
+        session = Session(
+            pipeline,
+            None,
+            request.options,
+            context=len(ids) + request.options.max_new_tokens,
+            image_embeds=np.concatenate([image.embeds for image in seen]),
+        )
         answer = session.ask_ids(ids, stream)
-        answer.timings = answer.timings.with_image(sum(image.preprocess_ms for image in seen),
-                                                   sum(image.vision_ms for image in seen))
+        answer.timings = answer.timings.with_image(
+            sum(image.preprocess_ms for image in seen), sum(image.vision_ms for image in seen)
+        )
         self.metrics.observe(answer)
         finish = "length" if len(answer.token_ids) >= request.options.max_new_tokens else "stop"
         return Completion(answer, len(ids), finish)
@@ -125,9 +149,17 @@ class ModelWorker:
 
 def _completion_body(completion: Completion, model: str, request_id: str) -> dict:
     return {
-        "id": request_id, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.answer.text},
-                     "finish_reason": completion.finish_reason}],
+        "id": request_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": completion.answer.text},
+                "finish_reason": completion.finish_reason,
+            }
+        ],
         "usage": completion.usage(),
         "timings_ms": completion.answer.timings_ms,
     }
@@ -161,8 +193,13 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(pipeline: BundlePipeline, model_name: str, limits: ServerLimits | None = None,
-               model_lock: threading.Lock | None = None, live: LiveFeed | None = None) -> Starlette:
+def create_app(
+    pipeline: BundlePipeline,
+    model_name: str,
+    limits: ServerLimits | None = None,
+    model_lock: threading.Lock | None = None,
+    live: LiveFeed | None = None,
+) -> Starlette:
     """The app; `model_lock` is shared with a live feed, if any, so one answer runs at a time."""
     limits = limits or ServerLimits()
     metrics = ServerMetrics()
@@ -171,13 +208,13 @@ def create_app(pipeline: BundlePipeline, model_name: str, limits: ServerLimits |
     async def chat_completions(request: Request) -> Response:
         started = time.perf_counter()
         try:
-            chat = parse_chat_request(await _read_body(request, limits.max_body_bytes),
-                                      (model_name,), limits)
+            chat = parse_chat_request(await _read_body(request, limits.max_body_bytes), (model_name,), limits)
             request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
             if chat.stream:
                 metrics.requests.labels("200").inc()
-                return StreamingResponse(_events(worker, chat, model_name, request_id, metrics),
-                                         media_type="text/event-stream")
+                return StreamingResponse(
+                    _events(worker, chat, model_name, request_id, metrics), media_type="text/event-stream"
+                )
             completion = await worker.complete(chat)
             metrics.requests.labels("200").inc()
             return JSONResponse(_completion_body(completion, model_name, request_id))
@@ -189,12 +226,17 @@ def create_app(pipeline: BundlePipeline, model_name: str, limits: ServerLimits |
             metrics.request_seconds.observe(time.perf_counter() - started)
 
     async def health(_: Request) -> Response:
-        return JSONResponse({"status": "ok", "model": model_name,
-                             "num_image_tokens": pipeline.num_image_tokens})
+        return JSONResponse(
+            {"status": "ok", "model": model_name, "num_image_tokens": pipeline.num_image_tokens}
+        )
 
     async def models(_: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [
-            {"id": model_name, "object": "model", "created": 0, "owned_by": "zipvlm"}]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "zipvlm"}],
+            }
+        )
 
     async def prometheus(_: Request) -> Response:
         return PlainTextResponse(metrics.render(), media_type=metrics.content_type)
@@ -225,8 +267,14 @@ def live_routes(live: LiveFeed, limits: ServerLimits) -> list[Route]:
         return HTMLResponse(page.format(answer_count=len(recent), answers=items))
 
     async def state(_: Request) -> Response:
-        return JSONResponse({"prompt": live.prompt, "num_image_tokens": live.pipeline.num_image_tokens,
-                             "answers": list(live.answers)[-10:], "capture": vars(live.grabber.stats)})
+        return JSONResponse(
+            {
+                "prompt": live.prompt,
+                "num_image_tokens": live.pipeline.num_image_tokens,
+                "answers": list(live.answers)[-10:],
+                "capture": vars(live.grabber.stats),
+            }
+        )
 
     async def set_prompt(request: Request) -> Response:
         try:
@@ -243,8 +291,13 @@ def live_routes(live: LiveFeed, limits: ServerLimits) -> list[Route]:
             while not await request.is_disconnected():
                 jpeg = await asyncio.to_thread(live.frame_jpeg)
                 if jpeg is not None:
-                    yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                           + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                    yield (
+                        b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                        + str(len(jpeg)).encode()
+                        + b"\r\n\r\n"
+                        + jpeg
+                        + b"\r\n"
+                    )
                 await asyncio.sleep(PREVIEW_PERIOD_S)
 
         return StreamingResponse(frames(), media_type="multipart/x-mixed-replace; boundary=frame")
@@ -263,20 +316,30 @@ def live_routes(live: LiveFeed, limits: ServerLimits) -> list[Route]:
 
         return StreamingResponse(answers(), media_type="text/event-stream")
 
-    return [Route("/", index), Route("/live/state", state),
-            Route("/live/prompt", set_prompt, methods=["POST"]),
-            Route("/live/stream.mjpg", mjpeg), Route("/live/events", events)]
+    return [
+        Route("/", index),
+        Route("/live/state", state),
+        Route("/live/prompt", set_prompt, methods=["POST"]),
+        Route("/live/stream.mjpg", mjpeg),
+        Route("/live/events", events),
+    ]
 
 
-async def _events(worker: ModelWorker, chat: ChatRequest, model: str, request_id: str,
-                  metrics: ServerMetrics) -> AsyncIterator[str]:
+async def _events(
+    worker: ModelWorker, chat: ChatRequest, model: str, request_id: str, metrics: ServerMetrics
+) -> AsyncIterator[str]:
     """Server-sent events as OpenAI streams them: role, content deltas, finish, [DONE]."""
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue[str] = asyncio.Queue()
 
     def chunk(delta: dict, finish: str | None = None, usage: dict | None = None) -> str:
-        body = {"id": request_id, "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        body = {
+            "id": request_id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
         if usage is not None:
             body["usage"] = usage
         return f"data: {json.dumps(body)}\n\n"

@@ -35,8 +35,14 @@ class LiveFeed:
     answer as it is published.
     """
 
-    def __init__(self, pipeline: BundlePipeline, grabber: FrameGrabber, options: StreamOptions,
-                 model_lock: threading.Lock, on_answer: Callable[[StreamAnswer], None] | None = None):
+    def __init__(
+        self,
+        pipeline: BundlePipeline,
+        grabber: FrameGrabber,
+        options: StreamOptions,
+        model_lock: threading.Lock,
+        on_answer: Callable[[StreamAnswer], None] | None = None,
+    ):
         options.validate()
         self.pipeline, self.grabber, self.options = pipeline, grabber, options
         self._model_lock = model_lock
@@ -79,8 +85,7 @@ class LiveFeed:
             return None
         image = frame.image
         if self._keep is not None:
-            image = draw_kept(image, kept_boxes(self._keep, self.pipeline.bundle,
-                                                *image.shape[:2]))
+            image = draw_kept(image, kept_boxes(self._keep, self.pipeline.bundle, *image.shape[:2]))
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         return jpeg.tobytes() if ok else None
 
@@ -107,15 +112,29 @@ class LiveFeed:
             pass
 
     def _run(self) -> None:
-        for result in stream_answers(self.pipeline, self.grabber, self.options, self._stop,
-                                     question=lambda: self._prompt, model_lock=self._model_lock):
+        for result in stream_answers(
+            self.pipeline,
+            self.grabber,
+            self.options,
+            self._stop,
+            question=lambda: self._prompt,
+            model_lock=self._model_lock,
+        ):
             if result.keep_indices is not None:
                 self._keep = result.keep_indices
-            summary = (f'"{result.prompt}" - frame {result.frame_index}, age {result.frame_age_ms:.0f} '
-                       f'ms, first token {result.timings_ms.get("first_token", 0):.0f} ms, '
-                       f'{result.dropped_frames} dropped')
-            self._publish({**result.to_json(), "prompt": result.prompt, "summary": summary,
-                           "answered_at": round(time.time(), 3)})
+            summary = (
+                f'"{result.prompt}" - frame {result.frame_index}, age {result.frame_age_ms:.0f} '
+                f"ms, first token {result.timings_ms.get('first_token', 0):.0f} ms, "
+                f"{result.dropped_frames} dropped"
+            )
+            self._publish(
+                {
+                    **result.to_json(),
+                    "prompt": result.prompt,
+                    "summary": summary,
+                    "answered_at": round(time.time(), 3),
+                }
+            )
             if self._on_answer is not None:
                 self._on_answer(result)
 

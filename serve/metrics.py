@@ -19,12 +19,15 @@ class ServerMetrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         r = self.registry
-        self.stage_seconds = Histogram("zipvlm_stage_seconds", "Latency of each pipeline stage",
-                                       ["stage"], buckets=BUCKETS, registry=r)
-        self.request_seconds = Histogram("zipvlm_request_seconds", "Chat completion latency",
-                                         buckets=BUCKETS, registry=r)
-        self.requests = Counter("zipvlm_requests", "Chat completion requests by HTTP status",
-                                ["status"], registry=r)
+        self.stage_seconds = Histogram(
+            "zipvlm_stage_seconds", "Latency of each pipeline stage", ["stage"], buckets=BUCKETS, registry=r
+        )
+        self.request_seconds = Histogram(
+            "zipvlm_request_seconds", "Chat completion latency", buckets=BUCKETS, registry=r
+        )
+        self.requests = Counter(
+            "zipvlm_requests", "Chat completion requests by HTTP status", ["status"], registry=r
+        )
         self.generated_tokens = Counter("zipvlm_generated_tokens", "Tokens generated", registry=r)
         self.image_tokens = Counter("zipvlm_image_tokens", "Visual tokens fed to the LLM", registry=r)
         self.rejected = Counter("zipvlm_rejected", "Requests refused with 429 (queue full)", registry=r)

@@ -39,14 +39,19 @@ class ServerLimits:
 class RequestError(Exception):
     """A request the server refuses; rendered as OpenAI's {"error": {...}} with `status`."""
 
-    def __init__(self, status: int, message: str, param: str | None = None,
-                 kind: str = "invalid_request_error", code: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.kind, self.code = status, message, param, kind, code
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param,
-                          "code": self.code}}
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
 
 @dataclass
@@ -66,8 +71,12 @@ def parse_chat_request(body: bytes, model_names: tuple[str, ...], limits: Server
         raise RequestError(400, "the request body must be a JSON object")
     model = payload.get("model")
     if model is not None and model not in model_names:
-        raise RequestError(404, f"the model '{model}' does not exist; this server has "
-                           f"{', '.join(model_names)}", "model", code="model_not_found")
+        raise RequestError(
+            404,
+            f"the model '{model}' does not exist; this server has {', '.join(model_names)}",
+            "model",
+            code="model_not_found",
+        )
     raw_messages = payload.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise RequestError(400, "'messages' must be a non-empty list", "messages")
@@ -76,8 +85,9 @@ def parse_chat_request(body: bytes, model_names: tuple[str, ...], limits: Server
     for i, message in enumerate(raw_messages):
         messages.append(_message(message, f"messages[{i}]", images, limits))
     if not images:
-        raise RequestError(400, "at least one image_url part is required: zipvlm answers about images",
-                           "messages")
+        raise RequestError(
+            400, "at least one image_url part is required: zipvlm answers about images", "messages"
+        )
     if messages[-1]["role"] != "user":
         raise RequestError(400, "the last message must come from the user", "messages")
     if payload.get("n", 1) != 1:
@@ -89,8 +99,9 @@ def _options(payload: dict[str, Any], limits: ServerLimits) -> GenerationOptions
     max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
     max_tokens = limits.default_max_tokens if max_tokens is None else max_tokens
     if not isinstance(max_tokens, int) or not 1 <= max_tokens <= limits.max_new_tokens:
-        raise RequestError(400, f"'max_tokens' must be an integer from 1 to {limits.max_new_tokens}",
-                           "max_tokens")
+        raise RequestError(
+            400, f"'max_tokens' must be an integer from 1 to {limits.max_new_tokens}", "max_tokens"
+        )
     temperature = _number(payload, "temperature", 0.0, 0.0, 2.0)
     top_p = _number(payload, "top_p", 1.0, 0.0, 1.0)
     if top_p == 0:
@@ -147,8 +158,12 @@ def load_image_url(url: Any, where: str, limits: ServerLimits) -> np.ndarray:
             raise RequestError(400, f"{where}: the image is not valid base64", where) from None
     elif url.startswith(("http://", "https://")):
         if not limits.allow_remote_images:
-            raise RequestError(400, f"{where}: remote image URLs are refused; send a data: URL "
-                               "(or start the server with --allow-remote-images)", where)
+            raise RequestError(
+                400,
+                f"{where}: remote image URLs are refused; send a data: URL "
+                "(or start the server with --allow-remote-images)",
+                where,
+            )
         data = _fetch(url, where, limits)
     else:
         raise RequestError(400, f"{where}: the image URL must be a data: URL", where)
@@ -158,14 +173,21 @@ def load_image_url(url: Any, where: str, limits: ServerLimits) -> np.ndarray:
 def decode_image(data: bytes, where: str, limits: ServerLimits) -> np.ndarray:
     size = image_size_from_header(data)
     if size is not None and size[0] * size[1] > limits.max_image_pixels:
-        raise RequestError(413, f"{where}: the image is {size[0]}x{size[1]}, over the limit of "
-                           f"{limits.max_image_pixels} pixels", where)
+        raise RequestError(
+            413,
+            f"{where}: the image is {size[0]}x{size[1]}, over the limit of {limits.max_image_pixels} pixels",
+            where,
+        )
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise RequestError(400, f"{where}: the data is not an image OpenCV can decode", where)
     if image.shape[0] * image.shape[1] > limits.max_image_pixels:
-        raise RequestError(413, f"{where}: the image is {image.shape[1]}x{image.shape[0]}, over the "
-                           f"limit of {limits.max_image_pixels} pixels", where)
+        raise RequestError(
+            413,
+            f"{where}: the image is {image.shape[1]}x{image.shape[0]}, over the "
+            f"limit of {limits.max_image_pixels} pixels",
+            where,
+        )
     return np.right_shift(image, 8).astype(np.uint8) if image.dtype == np.uint16 else image
 
 
@@ -176,9 +198,9 @@ def image_size_from_header(data: bytes) -> tuple[int, int] | None:
     if data[:2] == b"\xff\xd8":
         at = 2
         while at + 9 < len(data) and data[at] == 0xFF:
-            marker, length = data[at + 1], struct.unpack(">H", data[at + 2:at + 4])[0]
+            marker, length = data[at + 1], struct.unpack(">H", data[at + 2 : at + 4])[0]
             if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-                height, width = struct.unpack(">HH", data[at + 5:at + 9])
+                height, width = struct.unpack(">HH", data[at + 5 : at + 9])
                 return width, height
             at += 2 + length
     return None

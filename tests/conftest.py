@@ -26,9 +26,12 @@ def tiny_bundles(tiny_folders, tmp_path_factory) -> dict[str, Path]:
     from zipvlm.models.visionzip import VisionZipConfig
 
     root = tmp_path_factory.mktemp("bundles")
-    return {family: export_bundle(ExportOptions(model=folder, out=root / family,
-                                                zip=VisionZipConfig(54, 10), quant="none")).out
-            for family, folder in tiny_folders.items()}
+    return {
+        family: export_bundle(
+            ExportOptions(model=folder, out=root / family, zip=VisionZipConfig(54, 10), quant="none")
+        ).out
+        for family, folder in tiny_folders.items()
+    }
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,7 @@ class ReferenceOutput:
     assignment: list[dict[int, list[int]]]  # per image: target position -> member positions
 
 
-def reference_visionzip(model, pixel_values: torch.Tensor, dominant: int, contextual: int
-                        ) -> ReferenceOutput:
+def reference_visionzip(model, pixel_values: torch.Tensor, dominant: int, contextual: int) -> ReferenceOutput:
     """`model` is an eager-attention LlavaForConditionalGeneration."""
     config = model.config
     tower = model.model.vision_tower

@@ -18,9 +18,14 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = {
     "zipvlm.bundle.errors": 0,
     "zipvlm.bundle": 1,
-    "zipvlm.models": 2, "zipvlm.runtime": 2,
-    "zipvlm.export": 3, "zipvlm.calib": 3, "zipvlm.engine": 3, "zipvlm.serve": 3,
-    "zipvlm.cli": 4, "zipvlm.bench": 4,
+    "zipvlm.models": 2,
+    "zipvlm.runtime": 2,
+    "zipvlm.export": 3,
+    "zipvlm.calib": 3,
+    "zipvlm.engine": 3,
+    "zipvlm.serve": 3,
+    "zipvlm.cli": 4,
+    "zipvlm.bench": 4,
 }
 TORCH_FREE = ("bundle", "runtime", "calib", "engine", "serve", "cli")
 HEAVY = ("torch", "transformers", "onnxscript")
@@ -62,23 +67,34 @@ def test_every_package_folder_is_in_the_layer_table():
 @pytest.mark.parametrize(("module", "path"), ALL_MODULES, ids=[name for name, _ in ALL_MODULES])
 def test_imports_point_down_the_layers(module, path):
     mine = owner(module)
-    wrong = [name for name in imports(path) if name.startswith("zipvlm.")
-             and owner(name) != mine and LAYERS[owner(name)] >= LAYERS[mine]]
+    wrong = [
+        name
+        for name in imports(path)
+        if name.startswith("zipvlm.") and owner(name) != mine and LAYERS[owner(name)] >= LAYERS[mine]
+    ]
     assert wrong == [], f"{module} (layer {LAYERS[mine]}) imports {wrong}"
 
 
 @pytest.mark.parametrize("folder", TORCH_FREE)
 def test_torch_free_packages_never_import_torch(folder):
-    found = [f"{module}: {name}" for module, path in package_modules(folder)
-             for name in imports(path) if name.split(".")[0] in HEAVY]
+    found = [
+        f"{module}: {name}"
+        for module, path in package_modules(folder)
+        for name in imports(path)
+        if name.split(".")[0] in HEAVY
+    ]
     assert found == []
 
 
 def test_importing_every_torch_free_module_loads_no_torch():
-    names = [name for folder in TORCH_FREE for name, _ in package_modules(folder)
-             if not name.endswith("__main__")]
-    code = (f"import importlib, sys; [importlib.import_module(n) for n in {names!r}]; "
-            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            check=True)
+    names = [
+        name for folder in TORCH_FREE for name, _ in package_modules(folder) if not name.endswith("__main__")
+    ]
+    code = (
+        f"import importlib, sys; [importlib.import_module(n) for n in {names!r}]; "
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     assert result.stdout.strip() == "[]"

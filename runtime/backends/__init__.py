@@ -42,8 +42,14 @@ class VisionBackend(Protocol):
         ...
 
 
-def open_vision_backend(bundle: Bundle, backend: str = "ort", provider: str = "cpu", threads: int = 2,
-                        target: str | None = None, graph: str = "float") -> VisionBackend:
+def open_vision_backend(
+    bundle: Bundle,
+    backend: str = "ort",
+    provider: str = "cpu",
+    threads: int = 2,
+    target: str | None = None,
+    graph: str = "float",
+) -> VisionBackend:
     """The bundle's vision graph on `backend`; `target` picks the plan for `trt`, `graph` the
     onnxruntime graph for `ort`."""
     if graph not in VISION_GRAPHS:
@@ -56,8 +62,10 @@ def open_vision_backend(bundle: Bundle, backend: str = "ort", provider: str = "c
         from zipvlm.runtime.backends.tensorrt_runner import open_tensorrt_runner
 
         if graph != "float":
-            raise ArgumentError("--vision-graph picks onnxruntime's graph; a TensorRT plan's precision "
-                                "is set when it is built (zipvlm engine --int8): drop --vision-graph")
+            raise ArgumentError(
+                "--vision-graph picks onnxruntime's graph; a TensorRT plan's precision "
+                "is set when it is built (zipvlm engine --int8): drop --vision-graph"
+            )
         return open_tensorrt_runner(bundle, target)
     raise ArgumentError(f"--backend {backend} is not one of {', '.join(BACKENDS)}")
 
@@ -70,8 +78,10 @@ def _open_ort(bundle: Bundle, provider: str, threads: int, graph: str) -> Vision
     if graph == "float":
         return OrtVisionRunner.open(bundle.file(FLOAT_GRAPH), provider, threads)
     if not bundle.has(INT8_GRAPH):
-        raise ArgumentError(f"--vision-graph int8 runs {INT8_GRAPH}, which {bundle.path} lacks: make it "
-                            f"with zipvlm calib quantize --bundle {bundle.path} --frames FRAMES")
+        raise ArgumentError(
+            f"--vision-graph int8 runs {INT8_GRAPH}, which {bundle.path} lacks: make it "
+            f"with zipvlm calib quantize --bundle {bundle.path} --frames FRAMES"
+        )
     log.info("vision: %s; %s", INT8_GRAPH, int8_accuracy_line(bundle.path))
     return OrtVisionRunner.open(bundle.file(INT8_GRAPH), provider, threads, INT8_DISABLED_OPTIMIZERS)
 
@@ -82,8 +92,10 @@ def int8_accuracy_line(bundle: Path) -> str:
     try:
         report = json.loads(path.read_text())
         kernels, held_out = report["cpu_int8_kernels"], report["frames"]["held_out"]
-        return (f"against vision.onnx on {held_out} held-out frames: kept-token IoU "
-                f"{kernels['keep_iou']['mean']:.3f} (min {kernels['keep_iou']['min']:.3f}), cosine "
-                f"{kernels['cosine']['mean']:.4f} ({path})")
+        return (
+            f"against vision.onnx on {held_out} held-out frames: kept-token IoU "
+            f"{kernels['keep_iou']['mean']:.3f} (min {kernels['keep_iou']['min']:.3f}), cosine "
+            f"{kernels['cosine']['mean']:.4f} ({path})"
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return f"no readable accuracy report at {path}"

@@ -19,8 +19,7 @@ from zipvlm.runtime.backends import BackendError
 
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 # L4T release -> JetPack, for the releases with a TensorRT this builder drives (and the last JetPack 5).
-JETPACK_OF_L4T = {"35.6.0": "5.1.4", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2",
-                  "38.2.0": "7.0"}
+JETPACK_OF_L4T = {"35.6.0": "5.1.4", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2", "38.2.0": "7.0"}
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,9 @@ def import_tensorrt(hint: str):
         import tensorrt
     except ImportError as exc:
         detail = "" if isinstance(exc, ModuleNotFoundError) and exc.name == "tensorrt" else f": {exc}"
-        raise BackendError(f"TensorRT is not installed here (import tensorrt failed{detail}): {hint}"
-                           ) from None
+        raise BackendError(
+            f"TensorRT is not installed here (import tensorrt failed{detail}): {hint}"
+        ) from None
     return tensorrt
 
 
@@ -66,7 +66,8 @@ def cuda_runtime():
             raise BackendError(
                 "cuda-python is not installed (neither cuda.bindings.runtime nor cuda.cudart imports): "
                 "pip install the cuda-python matching this CUDA, e.g. 'cuda-python>=12.6,<13' on "
-                "JetPack 6") from None
+                "JetPack 6"
+            ) from None
     return runtime
 
 
@@ -108,13 +109,17 @@ class Cuda:
 
     def to_device(self, pointer: int, host: np.ndarray, stream) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._check(self.rt.cudaMemcpyAsync(pointer, host.ctypes.data, host.nbytes, kind, stream),
-                    "cudaMemcpyAsync (to device)")
+        self._check(
+            self.rt.cudaMemcpyAsync(pointer, host.ctypes.data, host.nbytes, kind, stream),
+            "cudaMemcpyAsync (to device)",
+        )
 
     def to_host(self, host: np.ndarray, pointer: int, stream) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._check(self.rt.cudaMemcpyAsync(host.ctypes.data, pointer, host.nbytes, kind, stream),
-                    "cudaMemcpyAsync (to host)")
+        self._check(
+            self.rt.cudaMemcpyAsync(host.ctypes.data, pointer, host.nbytes, kind, stream),
+            "cudaMemcpyAsync (to host)",
+        )
 
     def synchronize(self, stream) -> None:
         self._check(self.rt.cudaStreamSynchronize(stream), "cudaStreamSynchronize")

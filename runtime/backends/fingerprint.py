@@ -27,12 +27,18 @@ class Fingerprint:
     def from_meta(cls, meta: dict[str, Any], source: Path) -> Fingerprint:
         """From an engine's sidecar JSON (as `tensorrt_build` writes it)."""
         try:
-            return cls(str(meta["tensorrt_version"]), str(meta["gpu"]["name"]),
-                       str(meta["gpu"]["compute_capability"]), str(meta["onnx"]["file"]),
-                       str(meta["onnx"]["sha256"]))
+            return cls(
+                str(meta["tensorrt_version"]),
+                str(meta["gpu"]["name"]),
+                str(meta["gpu"]["compute_capability"]),
+                str(meta["onnx"]["file"]),
+                str(meta["onnx"]["sha256"]),
+            )
         except (KeyError, TypeError):
-            raise BackendError(f"{source} is not a zipvlm engine record (no TensorRT version, GPU or "
-                               "ONNX sha256): rebuild the engine with zipvlm engine") from None
+            raise BackendError(
+                f"{source} is not a zipvlm engine record (no TensorRT version, GPU or "
+                "ONNX sha256): rebuild the engine with zipvlm engine"
+            ) from None
 
 
 def mismatches(built: Fingerprint, here: Fingerprint) -> list[str]:
@@ -43,8 +49,10 @@ def mismatches(built: Fingerprint, here: Fingerprint) -> list[str]:
     if (built.gpu, built.compute) != (here.gpu, here.compute):
         found.append(f"built on {built.gpu} ({built.compute}), this GPU is {here.gpu} ({here.compute})")
     if built.onnx_sha256 != here.onnx_sha256:
-        found.append(f"built from a {built.onnx_name} with sha256 {built.onnx_sha256[:12]}, the bundle's "
-                     f"is {here.onnx_sha256[:12]}")
+        found.append(
+            f"built from a {built.onnx_name} with sha256 {built.onnx_sha256[:12]}, the bundle's "
+            f"is {here.onnx_sha256[:12]}"
+        )
     return found
 
 
@@ -53,5 +61,7 @@ def check_fingerprint(built: Fingerprint, here: Fingerprint, plan: Path, target:
     found = mismatches(built, here)
     if found:
         bundle = plan.parent.parent
-        raise BackendError(f"{plan} does not fit here ({'; '.join(found)}): rebuild with "
-                           f"make engine TARGET={target} BUNDLE={bundle}")
+        raise BackendError(
+            f"{plan} does not fit here ({'; '.join(found)}): rebuild with "
+            f"make engine TARGET={target} BUNDLE={bundle}"
+        )

@@ -25,8 +25,9 @@ class OrtVisionRunner:
     _bound: dict = field(default_factory=dict)
 
     @classmethod
-    def open(cls, path: Path, provider: str, threads: int,
-             disabled_optimizers: tuple[str, ...] = ()) -> OrtVisionRunner:
+    def open(
+        cls, path: Path, provider: str, threads: int, disabled_optimizers: tuple[str, ...] = ()
+    ) -> OrtVisionRunner:
         session = ort_session(path, provider, threads, disabled_optimizers)
         return cls(session, "cpu" if provider == "cpu" else "cuda")
 
@@ -49,7 +50,8 @@ class OrtVisionRunner:
             binding.bind_ortvalue_input("pixel_values", pixels_value)
             for name, dtype in (("image_embeds", np.float32), ("keep_indices", np.int64)):
                 value = ort.OrtValue.ortvalue_from_shape_and_type(
-                    [shape[0], *outputs[name].shape[1:]], dtype, self.device, 0)
+                    [shape[0], *outputs[name].shape[1:]], dtype, self.device, 0
+                )
                 binding.bind_ortvalue_output(name, value)
             self._bound[shape] = (binding, pixels_value)
         return self._bound[shape]

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 def choose_target(bundle: Path, target: str | None) -> str:
     """The plan to run: `target`'s, else the only one in `BUNDLE/engines`."""
     engines = Path(bundle) / ENGINES_DIR
-    found = sorted(p.name[len("vision."):-len(".plan")] for p in engines.glob("vision.*.plan"))
+    found = sorted(p.name[len("vision.") : -len(".plan")] for p in engines.glob("vision.*.plan"))
     build = f"make engine TARGET={target or 'jetson|orin-nano|thor|x86'} BUNDLE={bundle}"
     if target is not None and target not in found:
         have = f" (it has {', '.join(found)})" if found else ""
@@ -45,34 +45,46 @@ def choose_target(bundle: Path, target: str | None) -> str:
 def bundle_graph_sha256(bundle: Bundle, name: str) -> str:
     """The sha256 of the bundle's graph `name`: the manifest's (checked at open) or the file's."""
     if not bundle.has(name) and not bundle.file(name).is_file():
-        raise BackendError(f"{bundle.path} has no {name}, which its TensorRT plan was built from: "
-                           "rebuild the engine")
+        raise BackendError(
+            f"{bundle.path} has no {name}, which its TensorRT plan was built from: rebuild the engine"
+        )
     return bundle.sha256(name)
 
 
 def open_tensorrt_runner(bundle: Bundle, target: str | None) -> TensorRTRunner:
     """Load `target`'s plan after checking its fingerprint against this TensorRT, GPU and bundle."""
-    trt = import_tensorrt("--backend trt runs where its engine was built (JetPack's TensorRT on the "
-                          "Jetson); here use --backend ort")
+    trt = import_tensorrt(
+        "--backend trt runs where its engine was built (JetPack's TensorRT on the "
+        "Jetson); here use --backend ort"
+    )
     target = choose_target(bundle.path, target)
     paths = EnginePaths.of(bundle.path, target)
     try:
         meta = json.loads(paths.meta.read_text())
     except (OSError, ValueError):
-        raise BackendError(f"{paths.meta} is missing or unreadable: rebuild with make engine "
-                           f"TARGET={target} BUNDLE={bundle.path}") from None
+        raise BackendError(
+            f"{paths.meta} is missing or unreadable: rebuild with make engine "
+            f"TARGET={target} BUNDLE={bundle.path}"
+        ) from None
     built = Fingerprint.from_meta(meta, paths.meta)
     cuda = Cuda()
     device = cuda.device_facts("--backend trt needs the GPU its plan was built on; use --backend ort")
-    here = Fingerprint(trt.__version__, device.name, device.compute_text, built.onnx_name,
-                       bundle_graph_sha256(bundle, built.onnx_name))
+    here = Fingerprint(
+        trt.__version__,
+        device.name,
+        device.compute_text,
+        built.onnx_name,
+        bundle_graph_sha256(bundle, built.onnx_name),
+    )
     check_fingerprint(built, here, paths.plan, target)
     logger = trt.Logger(trt.Logger.WARNING)
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(paths.plan.read_bytes())
     if engine is None:
-        raise BackendError(f"TensorRT could not load {paths.plan} (its messages above say why): rebuild "
-                           f"with make engine TARGET={target} BUNDLE={bundle.path}")
+        raise BackendError(
+            f"TensorRT could not load {paths.plan} (its messages above say why): rebuild "
+            f"with make engine TARGET={target} BUNDLE={bundle.path}"
+        )
     log.info("vision on TensorRT %s: %s (%s)", trt.__version__, paths.plan.name, device.name)
     return TensorRTRunner(trt, runtime, engine, cuda)
 
@@ -95,8 +107,10 @@ class TensorRTRunner:
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         if len(inputs) != 1 or not {"image_embeds", "keep_indices"} <= set(names):
-            raise BackendError(f"this plan has tensors {names}; a zipvlm vision plan has one input and "
-                               "image_embeds, keep_indices: rebuild it with zipvlm engine")
+            raise BackendError(
+                f"this plan has tensors {names}; a zipvlm vision plan has one input and "
+                "image_embeds, keep_indices: rebuild it with zipvlm engine"
+            )
         self.input_name = inputs[0]
         self.output_names = [n for n in names if n != self.input_name]
         self._bound: dict[tuple[int, ...], _Bound] = {}
@@ -111,19 +125,26 @@ class TensorRTRunner:
             self.cuda.to_host(bound.host[name], bound.device[name], self.stream)
         self.cuda.synchronize(self.stream)
         # Copies: the host buffers are reused by the next call.
-        return VisionOutput(bound.host["image_embeds"].astype(np.float32),
-                            bound.host["keep_indices"].astype(np.int64))
+        return VisionOutput(
+            bound.host["image_embeds"].astype(np.float32), bound.host["keep_indices"].astype(np.int64)
+        )
 
     def _bind(self, shape: tuple[int, ...]) -> _Bound:
         """Set the input shape and every tensor address; allocate the first time a shape is seen."""
         context = self.context
         if not context.set_input_shape(self.input_name, shape):
-            raise BackendError(f"input shape {list(shape)} is outside this plan's profile (see its "
-                               "max_batch in engines/*.json): rebuild with a larger --max-batch")
+            raise BackendError(
+                f"input shape {list(shape)} is outside this plan's profile (see its "
+                "max_batch in engines/*.json): rebuild with a larger --max-batch"
+            )
         if shape not in self._bound:
-            host = {name: np.empty(tuple(context.get_tensor_shape(name)),
-                                   np.dtype(self._trt.nptype(self.engine.get_tensor_dtype(name))))
-                    for name in self.output_names}
+            host = {
+                name: np.empty(
+                    tuple(context.get_tensor_shape(name)),
+                    np.dtype(self._trt.nptype(self.engine.get_tensor_dtype(name))),
+                )
+                for name in self.output_names
+            }
             nbytes = {self.input_name: int(np.prod(shape)) * 4, **{n: a.nbytes for n, a in host.items()}}
             device = {name: self.cuda.malloc(size) for name, size in nbytes.items()}
             self._bound[shape] = _Bound(device, host)

@@ -41,16 +41,25 @@ def test_tower_bench_runs_and_reports_every_column(tmp_path):
 
 
 def test_language_bench_times_real_bundles_and_reports_every_column(tmp_path):
-    plan = BenchPlan({"tiny": TinySpec(family="clip-qwen2")}, quants=("none",),
-                     selections=(None, VisionZipConfig(54, 10)), repeats=1, new_tokens=3, threads=1)
+    plan = BenchPlan(
+        {"tiny": TinySpec(family="clip-qwen2")},
+        quants=("none",),
+        selections=(None, VisionZipConfig(54, 10)),
+        repeats=1,
+        new_tokens=3,
+        threads=1,
+    )
     rows = run(plan, tmp_path / "cache")
     assert [(row["image_tokens"], row["prompt_tokens"] - row["image_tokens"]) for row in rows] == [
-        (576, 40), (64, 40)]  # the same text around both
+        (576, 40),
+        (64, 40),
+    ]  # the same text around both
     full, zipped = rows
     assert full["prefill_ratio"] == full["ttft_ratio"] == full["flop_ceiling"] == 1.0
     assert zipped["flop_ceiling"] > 1 and zipped["flops"] < full["flops"]
-    assert all(row[key] > 0 for row in rows for key, _, _ in LANGUAGE_COLUMNS
-               if key not in ("decoder", "quant"))
+    assert all(
+        row[key] > 0 for row in rows for key, _, _ in LANGUAGE_COLUMNS if key not in ("decoder", "quant")
+    )
     assert markdown_table(rows, LANGUAGE_COLUMNS).count("\n") == 3
     assert save_language_plot(rows, tmp_path / "language.png").stat().st_size > 1000
     manifest = tmp_path / "cache/tiny/bundle-none/manifest.json"
@@ -82,13 +91,22 @@ def test_gpu_bench_runs_on_tiny_shapes_and_fills_every_column(tmp_path, capsys):
     from zipvlm.bench import gpu
 
     language = gpu.LanguageShape("tiny Qwen2", "qwen2", 48, 2, 4, 2, 96, 256)
-    rows = gpu.run([(TINY, language)], (None, VisionZipConfig(20, 4)), repeats=1,
-                   device=torch.device("cpu"), dtype=torch.float32)
+    rows = gpu.run(
+        [(TINY, language)],
+        (None, VisionZipConfig(20, 4)),
+        repeats=1,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+    )
     assert [(row["image_tokens"], row["prompt_tokens"]) for row in rows] == [(64, 104), (24, 64)]
     assert rows[0]["first_token_ratio"] == 1.0
     assert all(row[key] > 0 for row in rows for key, _, _ in gpu.GPU_COLUMNS if key.endswith(("ms", "ratio")))
-    assert gpu.report(rows, {"device": "cpu", "dtype": "float32", "torch": torch.__version__},
-                      tmp_path, as_json=False) == 0
+    assert (
+        gpu.report(
+            rows, {"device": "cpu", "dtype": "float32", "torch": torch.__version__}, tmp_path, as_json=False
+        )
+        == 0
+    )
     assert markdown_table(rows, gpu.GPU_COLUMNS) in capsys.readouterr().out
     assert (tmp_path / "gpu.png").stat().st_size > 1000
     assert json.loads((tmp_path / "gpu.json").read_text())["rows"][1]["setting"] == "VisionZip K=24"

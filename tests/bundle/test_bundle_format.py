@@ -35,10 +35,21 @@ def test_written_bundle_reads_back_equal_and_lists_every_file(bundle):
 
 
 def test_vision_io_is_the_graph_contract(bundle):
-    assert Bundle.open(bundle).vision_io() == {"pixel_values": [None, 3, 336, 336],
-                                               "image_embeds": [None, 64, 64], "keep_indices": [None, 54]}
-    no_zip = dataclasses.replace(sample_bundle(bundle), selection=dataclasses.replace(
-        sample_bundle(bundle).selection, enabled=False, dominant=None, contextual=None, num_image_tokens=576))
+    assert Bundle.open(bundle).vision_io() == {
+        "pixel_values": [None, 3, 336, 336],
+        "image_embeds": [None, 64, 64],
+        "keep_indices": [None, 54],
+    }
+    no_zip = dataclasses.replace(
+        sample_bundle(bundle),
+        selection=dataclasses.replace(
+            sample_bundle(bundle).selection,
+            enabled=False,
+            dominant=None,
+            contextual=None,
+            num_image_tokens=576,
+        ),
+    )
     assert no_zip.vision_io()["keep_indices"] == [None, 576]
 
 
@@ -95,4 +106,3 @@ def test_directory_without_manifest_is_not_a_bundle(tmp_path):
 def test_a_decoder_section_needs_genai_config(bundle):
     with pytest.raises(BundleError, match="no readable genai_config.json"):
         _ = Bundle.open(bundle).decoder
-

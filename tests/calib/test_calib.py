@@ -65,6 +65,7 @@ def one_line_error(capsys, argv) -> str:
 
 # --- collect ---------------------------------------------------------------------------------------
 
+
 def test_video_frames_are_evenly_spaced_and_stored_losslessly(media, tmp_path):
     result = collect(CollectOptions(str(media["video"]), 8, tmp_path / "frames"))
     frame_set = load_frame_set(tmp_path / "frames")
@@ -102,15 +103,39 @@ def test_near_duplicate_frames_are_dropped(media, tmp_path):
 
 
 def test_too_short_source_is_one_line_and_exit_2(media, tmp_path, capsys):
-    err = one_line_error(capsys, ["calib", "collect", "--source", str(media["repeated"]),
-                                  "--frames", "11", "--out", str(tmp_path / "frames")])
+    err = one_line_error(
+        capsys,
+        [
+            "calib",
+            "collect",
+            "--source",
+            str(media["repeated"]),
+            "--frames",
+            "11",
+            "--out",
+            str(tmp_path / "frames"),
+        ],
+    )
     assert "only 10 distinct usable frames" in err and "11 requested" in err
     assert not (tmp_path / "frames" / "manifest.json").exists()
 
 
 def test_folder_gives_evenly_spaced_images_in_name_order(media, tmp_path, capsys):
-    assert main(["calib", "collect", "--source", str(media["folder"]), "--frames", "4",
-                 "--out", str(tmp_path / "frames")]) == 0
+    assert (
+        main(
+            [
+                "calib",
+                "collect",
+                "--source",
+                str(media["folder"]),
+                "--frames",
+                "4",
+                "--out",
+                str(tmp_path / "frames"),
+            ]
+        )
+        == 0
+    )
     assert "frame set ready" in capsys.readouterr().out
     frame_set = load_frame_set(tmp_path / "frames")
     assert [f.index for f in frame_set.frames] == [0, 3, 6, 9]
@@ -126,25 +151,52 @@ def test_synthetic_live_source_gives_distinct_frames(tmp_path):
     assert len({f.sha256 for f in frame_set.frames}) == 3
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--frames", "0"], "--frames must be at least 1"),
-    (["--frames", "3", "--every", "2"], "--every applies to live sources"),
-    (["--frames", "3", "--min-diff", "-1"], "--min-diff must not be negative"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--frames", "0"], "--frames must be at least 1"),
+        (["--frames", "3", "--every", "2"], "--every applies to live sources"),
+        (["--frames", "3", "--min-diff", "-1"], "--min-diff must not be negative"),
+    ],
+)
 def test_bad_collect_arguments_are_one_line(media, tmp_path, capsys, args, message):
-    err = one_line_error(capsys, ["calib", "collect", "--source", str(media["video"]),
-                                  "--out", str(tmp_path / "frames"), *args])
+    err = one_line_error(
+        capsys,
+        ["calib", "collect", "--source", str(media["video"]), "--out", str(tmp_path / "frames"), *args],
+    )
     assert message in err
 
 
 def test_missing_source_and_foreign_out_dir_are_one_line(media, tmp_path, capsys):
-    err = one_line_error(capsys, ["calib", "collect", "--source", str(tmp_path / "nope.mp4"),
-                                  "--frames", "3", "--out", str(tmp_path / "frames")])
+    err = one_line_error(
+        capsys,
+        [
+            "calib",
+            "collect",
+            "--source",
+            str(tmp_path / "nope.mp4"),
+            "--frames",
+            "3",
+            "--out",
+            str(tmp_path / "frames"),
+        ],
+    )
     assert "not a camera index, video file" in err
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("keep me")
-    err = one_line_error(capsys, ["calib", "collect", "--source", str(media["video"]),
-                                  "--frames", "3", "--out", str(tmp_path / "mine")])
+    err = one_line_error(
+        capsys,
+        [
+            "calib",
+            "collect",
+            "--source",
+            str(media["video"]),
+            "--frames",
+            "3",
+            "--out",
+            str(tmp_path / "mine"),
+        ],
+    )
     assert "is not a frame set" in err and (tmp_path / "mine" / "thesis.tex").exists()
 
 
@@ -157,6 +209,7 @@ def test_a_modified_frame_is_refused(media, tmp_path):
 
 # --- quantize --------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def quantized(tiny_bundles, media, tmp_path_factory):
     """Copies of both tiny bundles quantized through the CLI on 24 frames (18 calibrate, 6 held out)."""
@@ -165,8 +218,9 @@ def quantized(tiny_bundles, media, tmp_path_factory):
     out = {}
     for family, bundle in tiny_bundles.items():
         out[family] = shutil.copytree(bundle, root / family)
-        assert main(["calib", "quantize", "--bundle", str(out[family]),
-                     "--frames", str(root / "frames")]) == 0
+        assert (
+            main(["calib", "quantize", "--bundle", str(out[family]), "--frames", str(root / "frames")]) == 0
+        )
     return out
 
 
@@ -177,8 +231,10 @@ def family(request):
 
 def test_int8_graph_has_the_float_graphs_inputs_and_outputs_and_runs(quantized, family):
     bundle = quantized[family]
-    graphs = [ort.InferenceSession(str(bundle / name), providers=["CPUExecutionProvider"])
-              for name in ("vision.onnx", INT8_GRAPH)]
+    graphs = [
+        ort.InferenceSession(str(bundle / name), providers=["CPUExecutionProvider"])
+        for name in ("vision.onnx", INT8_GRAPH)
+    ]
     signature = [[(v.name, v.shape, v.type) for v in (*g.get_inputs(), *g.get_outputs())] for g in graphs]
     assert signature[0] == signature[1]
     pixels = np.random.default_rng(0).standard_normal((2, 3, 336, 336)).astype(np.float32)
@@ -197,8 +253,11 @@ def test_the_runtime_runs_the_int8_graph_when_asked(quantized, caplog):
     assert f"vision: {INT8_GRAPH}; against vision.onnx on 6 held-out frames: kept-token IoU" in caplog.text
     # Fusing more MatMuls into int8 kernels changes the arithmetic: the reference runs as the
     # runtime must, and as calib quantize's `cpu_int8_kernels` figures were measured.
-    reference = ort.InferenceSession(str(bundle.file(INT8_GRAPH)), providers=["CPUExecutionProvider"],
-                                     disabled_optimizers=list(INT8_DISABLED_OPTIMIZERS))
+    reference = ort.InferenceSession(
+        str(bundle.file(INT8_GRAPH)),
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=list(INT8_DISABLED_OPTIMIZERS),
+    )
     want_embeds, want_keep = reference.run(["image_embeds", "keep_indices"], {"pixel_values": pixels})
     embeds, keep = runner(pixels)
     np.testing.assert_array_equal(keep, want_keep)
@@ -207,21 +266,38 @@ def test_the_runtime_runs_the_int8_graph_when_asked(quantized, caplog):
     assert not np.array_equal(embeds, float_embeds)  # the INT8 graph, not vision.onnx
 
 
-def test_run_with_the_int8_graph_answers_and_without_it_says_how_to_make_it(quantized, tiny_bundles,
-                                                                             tmp_path, capsys):
+def test_run_with_the_int8_graph_answers_and_without_it_says_how_to_make_it(
+    quantized, tiny_bundles, tmp_path, capsys
+):
     image = tmp_path / "photo.png"
     cv2.imwrite(str(image), photo(240, 320, seed=1))
+
     def run(bundle, *extra):
-        return ["run", "--bundle", str(bundle), "--image", str(image), "--prompt", "What is here?",
-                "--max-new-tokens", "3", "--json", "--vision-graph", "int8", *extra]
+        return [
+            "run",
+            "--bundle",
+            str(bundle),
+            "--image",
+            str(image),
+            "--prompt",
+            "What is here?",
+            "--max-new-tokens",
+            "3",
+            "--json",
+            "--vision-graph",
+            "int8",
+            *extra,
+        ]
 
     assert main(run(quantized["clip-llama"])) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["num_image_tokens"] == 64 and len(answer["token_ids"]) <= 3
     float_bundle = tiny_bundles["clip-llama"]
     err = one_line_error(capsys, run(float_bundle))
-    assert err == (f"zipvlm run: error: --vision-graph int8 runs {INT8_GRAPH}, which {float_bundle} lacks: "
-                   f"make it with zipvlm calib quantize --bundle {float_bundle} --frames FRAMES")
+    assert err == (
+        f"zipvlm run: error: --vision-graph int8 runs {INT8_GRAPH}, which {float_bundle} lacks: "
+        f"make it with zipvlm calib quantize --bundle {float_bundle} --frames FRAMES"
+    )
     err = one_line_error(capsys, run(quantized["clip-llama"], "--backend", "trt"))
     assert "a TensorRT plan's precision is set when it is built (zipvlm engine --int8)" in err
 
@@ -262,8 +338,9 @@ def test_int8_siglip_meets_the_floors_where_its_float_choice_is_stable(media, tm
     from zipvlm.models.visionzip import VisionZipConfig
 
     folder = build_tiny_llava(tmp_path / "model", TinySpec(family="siglip-qwen2", attention_sharpness=1.0))
-    bundle = export_bundle(ExportOptions(model=folder, out=tmp_path / "bundle", zip=VisionZipConfig(54, 10),
-                                         quant="none")).out
+    bundle = export_bundle(
+        ExportOptions(model=folder, out=tmp_path / "bundle", zip=VisionZipConfig(54, 10), quant="none")
+    ).out
     collect(CollectOptions(str(media["video"]), 24, tmp_path / "frames"))
     report = quantize_bundle(bundle, tmp_path / "frames")
     print(f"siglip, unsharpened: cosine min {report.cosine.min:.4f}, keep IoU {report.keep_iou.mean:.3f}")
@@ -286,8 +363,11 @@ def test_selection_and_softmax_stay_float(quantized, family):
 
 def test_op_set_check_allows_qdq_only_when_asked(quantized):
     path = quantized["clip-llama"] / INT8_GRAPH
-    expected = {"pixel_values": [None, 3, 336, 336], "image_embeds": [None, 64, 64],
-                "keep_indices": [None, 54]}
+    expected = {
+        "pixel_values": [None, 3, 336, 336],
+        "image_embeds": [None, 64, 64],
+        "keep_indices": [None, 54],
+    }
     with pytest.raises(ExportError, match="outside the TensorRT-safe set: DequantizeLinear, QuantizeLinear"):
         check_vision_graph(path, expected)
     assert check_vision_graph(path, expected, extra_ops=QDQ_OPS).op_counts["QuantizeLinear"] > 0
@@ -298,12 +378,17 @@ def _qdq_before(model: onnx.ModelProto, op_type: str) -> onnx.ModelProto:
     from onnx import helper, numpy_helper
 
     target = next(n for n in model.graph.node if n.op_type == op_type)
-    model.graph.initializer.extend([numpy_helper.from_array(np.array(0.01, np.float32), "bad_scale"),
-                                    numpy_helper.from_array(np.array(0, np.int8), "bad_zero")])
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(0.01, np.float32), "bad_scale"),
+            numpy_helper.from_array(np.array(0, np.int8), "bad_zero"),
+        ]
+    )
     source = target.input[0]
     quant = helper.make_node("QuantizeLinear", [source, "bad_scale", "bad_zero"], ["bad_q"], name="bad_q")
-    dequant = helper.make_node("DequantizeLinear", ["bad_q", "bad_scale", "bad_zero"], ["bad_dq"],
-                               name="bad_dq")
+    dequant = helper.make_node(
+        "DequantizeLinear", ["bad_q", "bad_scale", "bad_zero"], ["bad_dq"], name="bad_dq"
+    )
     target.input[0] = "bad_dq"
     index = list(model.graph.node).index(target)
     model.graph.node.insert(index, dequant)
@@ -339,16 +424,20 @@ def test_bad_quantize_inputs_are_one_line(quantized, media, tmp_path, capsys):
     frames = tmp_path / "frames"
     collect(CollectOptions(str(media["video"]), 4, frames))
     capsys.readouterr()
-    err = one_line_error(capsys, ["calib", "quantize", "--bundle", bundle, "--frames", str(frames),
-                                  "--holdout", "1.5"])
+    err = one_line_error(
+        capsys, ["calib", "quantize", "--bundle", bundle, "--frames", str(frames), "--holdout", "1.5"]
+    )
     assert "--holdout must be between 0 and 1" in err
     err = one_line_error(capsys, ["calib", "quantize", "--bundle", str(tmp_path), "--frames", str(frames)])
     assert "not a zipvlm bundle" in err
 
 
 def test_calib_does_not_import_torch():
-    code = ("import sys, zipvlm.cli.calib, zipvlm.calib.collect, zipvlm.calib.quantize; "
-            "print('torch' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60, check=True)
+    code = (
+        "import sys, zipvlm.cli.calib, zipvlm.calib.collect, zipvlm.calib.quantize; "
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert result.stdout.strip() == "False"

@@ -39,12 +39,15 @@ def one_line_error(capsys, argv) -> tuple[str, str]:
 
 
 def test_without_tensorrt_the_checks_and_report_run_then_one_line(bundle, no_tensorrt, capsys):
-    err, out = one_line_error(capsys, ["engine", "--bundle", str(bundle), "--target", "jetson",
-                                       "--max-batch", "4"])
+    err, out = one_line_error(
+        capsys, ["engine", "--bundle", str(bundle), "--target", "jetson", "--max-batch", "4"]
+    )
     report = bundle / "engines" / "vision.jetson.report.txt"
-    assert err == (f"zipvlm engine: error: TensorRT is not installed here (import tensorrt failed): "
-                   f"build the engine on the target, e.g. on the Jetson: make engine TARGET=jetson "
-                   f"BUNDLE={bundle}; static checks passed, report in {report}")
+    assert err == (
+        f"zipvlm engine: error: TensorRT is not installed here (import tensorrt failed): "
+        f"build the engine on the target, e.g. on the Jetson: make engine TARGET=jetson "
+        f"BUNDLE={bundle}; static checks passed, report in {report}"
+    )
     assert out.startswith("static checks passed: vision.onnx, ") and str(report) in out
     text = report.read_text()
     assert "static shapes but batch: passed" in text
@@ -59,15 +62,18 @@ def test_without_tensorrt_the_checks_and_report_run_then_one_line(bundle, no_ten
     Bundle.open(bundle)  # the report does not disturb the bundle's hashes
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--target", "jetson", "--int8"], "vision.int8.onnx .*zipvlm calib quantize --bundle"),
-    (["--target", "jetson", "--fp8"], "no FP8 tensor cores"),
-    (["--target", "orin-nano", "--dla", "0"], "Jetson Orin Nano .* has no DLA"),
-    (["--target", "jetson", "--fp16", "--fp32"], "contradict"),
-    (["--target", "jetson", "--calib", "frames"], "--calib FRAMES quantizes for --int8"),
-    (["--target", "x86", "--max-batch", "0"], "at least 1"),
-    (["--target", "orin-nano", "--int8", "--calib", "frames", "--dla", "0"], "has no DLA"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "jetson", "--int8"], "vision.int8.onnx .*zipvlm calib quantize --bundle"),
+        (["--target", "jetson", "--fp8"], "no FP8 tensor cores"),
+        (["--target", "orin-nano", "--dla", "0"], "Jetson Orin Nano .* has no DLA"),
+        (["--target", "jetson", "--fp16", "--fp32"], "contradict"),
+        (["--target", "jetson", "--calib", "frames"], "--calib FRAMES quantizes for --int8"),
+        (["--target", "x86", "--max-batch", "0"], "at least 1"),
+        (["--target", "orin-nano", "--int8", "--calib", "frames", "--dla", "0"], "has no DLA"),
+    ],
+)
 def test_bad_arguments_stop_before_any_check_or_file(bundle, no_tensorrt, capsys, args, message):
     err, _ = one_line_error(capsys, ["engine", "--bundle", str(bundle), *args])
     assert err.startswith("zipvlm engine: error: ")
@@ -78,8 +84,9 @@ def test_bad_arguments_stop_before_any_check_or_file(bundle, no_tensorrt, capsys
 def test_a_graph_tensorrt_cannot_compile_fails_the_static_checks(bundle, no_tensorrt, capsys):
     pixels = helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3, 336, 336])
     where = helper.make_tensor_value_info("where", TensorProto.INT64, [4, "n"])
-    graph = helper.make_graph([helper.make_node("NonZero", ["pixel_values"], ["where"])], "masked",
-                              [pixels], [where])
+    graph = helper.make_graph(
+        [helper.make_node("NonZero", ["pixel_values"], ["where"])], "masked", [pixels], [where]
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), bundle / "vision.onnx")
     rehash(bundle)
     err, _ = one_line_error(capsys, ["engine", "--bundle", str(bundle), "--target", "x86"])
@@ -96,11 +103,25 @@ def test_a_tampered_bundle_is_refused_first(bundle, no_tensorrt, capsys):
 def test_run_with_the_trt_backend_without_tensorrt_is_one_line(bundle, no_tensorrt, tmp_path, capsys):
     image = tmp_path / "frame.png"
     cv2.imwrite(str(image), np.full((64, 96, 3), 90, np.uint8))
-    err, _ = one_line_error(capsys, ["run", "--bundle", str(bundle), "--image", str(image),
-                                     "--prompt", "What is this?", "--backend", "trt"])
-    assert err == ("zipvlm run: error: TensorRT is not installed here (import tensorrt failed): "
-                   "--backend trt runs where its engine was built (JetPack's TensorRT on the Jetson); "
-                   "here use --backend ort")
+    err, _ = one_line_error(
+        capsys,
+        [
+            "run",
+            "--bundle",
+            str(bundle),
+            "--image",
+            str(image),
+            "--prompt",
+            "What is this?",
+            "--backend",
+            "trt",
+        ],
+    )
+    assert err == (
+        "zipvlm run: error: TensorRT is not installed here (import tensorrt failed): "
+        "--backend trt runs where its engine was built (JetPack's TensorRT on the Jetson); "
+        "here use --backend ort"
+    )
 
 
 @pytest.mark.parametrize("command", ["run", "chat", "stream", "serve"])
@@ -147,14 +168,17 @@ def tensorrt_stand_in(monkeypatch):
         module = types.ModuleType("tensorrt")
         module.__version__ = version
         monkeypatch.setitem(sys.modules, "tensorrt", module)
+
     return install
 
 
 def no_gpu_line(bundle, target: str) -> str:
     build = re.escape(f"make engine TARGET={target} BUNDLE={bundle}")
-    return (r"zipvlm engine: error: TensorRT imports but no CUDA GPU is visible here "
-            rf"\(cuda\w+\): build on the target GPU \({build}\); static checks passed, "
-            rf"report in .*vision\.{target}\.report\.txt")
+    return (
+        r"zipvlm engine: error: TensorRT imports but no CUDA GPU is visible here "
+        rf"\(cuda\w+\): build on the target GPU \({build}\); static checks passed, "
+        rf"report in .*vision\.{target}\.report\.txt"
+    )
 
 
 def test_with_tensorrt_10_but_no_gpu_the_build_stops_with_one_line(bundle, tensorrt_stand_in, capsys):
@@ -175,7 +199,9 @@ def test_tensorrt_11_builds_fp16_from_the_float16_graph(bundle, tensorrt_stand_i
     convert_to_fp16(bundle / "vision.onnx", bundle / "vision.fp16.onnx")
     rehash(bundle)
     err, out = one_line_error(capsys, argv)
-    assert out.startswith("TensorRT 11.4.0.106 is strongly typed: the plan runs vision.fp16.onnx's own "
-                          "types (fp16; float32 layers without TF32)\nstatic checks passed: vision.fp16.onnx")
+    assert out.startswith(
+        "TensorRT 11.4.0.106 is strongly typed: the plan runs vision.fp16.onnx's own "
+        "types (fp16; float32 layers without TF32)\nstatic checks passed: vision.fp16.onnx"
+    )
     assert re.fullmatch(no_gpu_line(bundle, "x86"), err), err
     assert "precision fp16" in (bundle / "engines" / "vision.x86.report.txt").read_text()

@@ -13,8 +13,17 @@ from zipvlm.cli.main import main
 
 
 def export_args(model, out, dominant=54, contextual=10):
-    return ["export", "--model", str(model), "--dominant", str(dominant),
-            "--contextual", str(contextual), "--out", str(out)]
+    return [
+        "export",
+        "--model",
+        str(model),
+        "--dominant",
+        str(dominant),
+        "--contextual",
+        str(contextual),
+        "--out",
+        str(out),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +37,12 @@ def test_export_writes_a_verified_bundle(bundle, tiny_folders):
     Bundle.open(bundle)  # checks every sha256
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["format_version"] == FORMAT_VERSION
-    assert manifest["visionzip"] == {"enabled": True, "dominant": 54, "contextual": 10,
-                                     "num_image_tokens": 64}
+    assert manifest["visionzip"] == {
+        "enabled": True,
+        "dominant": 54,
+        "contextual": 10,
+        "num_image_tokens": 64,
+    }
     assert manifest["vision"]["num_tokens"] == 577 and manifest["vision"]["feature_layer"] == -2
     assert manifest["llm"]["hidden_size"] == 64
     assert set(manifest["files"]) >= {"vision.onnx", "tokenizer.json", "preprocessor_config.json"}
@@ -94,15 +107,17 @@ def test_unsupported_model_type_names_the_supported_ones(capsys, tmp_path):
     assert "'gpt2'" in err and "supported: LLaVA" in err and "SigLIP" in err
 
 
-@pytest.mark.parametrize(("family", "dominant", "contextual", "message"), [
-    ("siglip-qwen2", 0, 10, "--dominant must be at least 1"),
-    ("clip-llama", 1, 10, "--dominant must be at least 2 (the CLS token counts as one)"),
-    ("clip-llama", 54, 0, "--contextual must be at least 1"),
-    ("clip-llama", 500, 77, "below the tower's 577 tokens"),
-    ("siglip-qwen2", 500, 76, "below the tower's 576 tokens"),
-])
-def test_out_of_range_token_counts(capsys, tiny_folders, tmp_path, family, dominant, contextual,
-                                   message):
+@pytest.mark.parametrize(
+    ("family", "dominant", "contextual", "message"),
+    [
+        ("siglip-qwen2", 0, 10, "--dominant must be at least 1"),
+        ("clip-llama", 1, 10, "--dominant must be at least 2 (the CLS token counts as one)"),
+        ("clip-llama", 54, 0, "--contextual must be at least 1"),
+        ("clip-llama", 500, 77, "below the tower's 577 tokens"),
+        ("siglip-qwen2", 500, 76, "below the tower's 576 tokens"),
+    ],
+)
+def test_out_of_range_token_counts(capsys, tiny_folders, tmp_path, family, dominant, contextual, message):
     argv = export_args(tiny_folders[family], tmp_path / "out", dominant, contextual)
     assert message in _one_line_error(capsys, argv)
 
@@ -130,11 +145,16 @@ def test_bad_flag_value_is_one_line(capsys, tmp_path):
 
 
 def test_console_script_prints_no_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "zipvlm.cli", *export_args(
-        tmp_path / "missing", tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "zipvlm.cli", *export_args(tmp_path / "missing", tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"zipvlm export: error: model folder not found: {tmp_path / 'missing'}"]
+        f"zipvlm export: error: model folder not found: {tmp_path / 'missing'}"
+    ]
 
 
 def test_misspelt_command_suggests_the_closest(capsys):

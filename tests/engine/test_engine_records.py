@@ -20,10 +20,14 @@ from zipvlm.runtime.backends.fingerprint import Fingerprint, check_fingerprint, 
 from zipvlm.runtime.backends.tensorrt_runner import choose_target
 
 # /etc/nv_tegra_release as JetPack 6.1 and JetPack 5.1.4 write it.
-JETPACK_61 = ("# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, "
-              "DATE: Fri Sep 13 04:36:44 UTC 2024\n# KERNEL_VARIANT: oot\nTARGET_USERSPACE_LIB_DIR=nvidia\n")
-JETPACK_514 = ("# R35 (release), REVISION: 6.0, GCID: 36923193, BOARD: t186ref, EABI: aarch64, "
-               "DATE: Tue Jul 16 21:48:40 UTC 2024\n")
+JETPACK_61 = (
+    "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, "
+    "DATE: Fri Sep 13 04:36:44 UTC 2024\n# KERNEL_VARIANT: oot\nTARGET_USERSPACE_LIB_DIR=nvidia\n"
+)
+JETPACK_514 = (
+    "# R35 (release), REVISION: 6.0, GCID: 36923193, BOARD: t186ref, EABI: aarch64, "
+    "DATE: Tue Jul 16 21:48:40 UTC 2024\n"
+)
 
 
 def test_tegra_release_gives_l4t_and_jetpack():
@@ -48,8 +52,9 @@ ORIN = DeviceFacts("Orin", (8, 7))
 def record(tmp_path) -> dict:
     write_graph(tmp_path / "vision.onnx")
     config = build_plan("jetson", fp16=True, int8=False, fp8=False, dla=0, max_batch=2, bundle=tmp_path)
-    return engine_record(config, "10.3.0", ORIN, parse_tegra_release(JETPACK_61), "ab" * 32, 93.14,
-                         212_000_000, "0.1.0")
+    return engine_record(
+        config, "10.3.0", ORIN, parse_tegra_release(JETPACK_61), "ab" * 32, 93.14, 212_000_000, "0.1.0"
+    )
 
 
 def test_the_sidecar_json_records_what_the_issue_asks(record):
@@ -78,14 +83,23 @@ def test_a_record_without_a_fingerprint_is_refused():
 BUILT = Fingerprint("10.3.0", "Orin", "8.7", "vision.onnx", "ab" * 32)
 
 
-@pytest.mark.parametrize(("here", "phrase"), [
-    (Fingerprint("10.7.0", "Orin", "8.7", "vision.onnx", "ab" * 32),
-     "built with TensorRT 10.3.0, this is TensorRT 10.7.0"),
-    (Fingerprint("10.3.0", "NVIDIA H100", "9.0", "vision.onnx", "ab" * 32),
-     "built on Orin (8.7), this GPU is NVIDIA H100 (9.0)"),
-    (Fingerprint("10.3.0", "Orin", "8.7", "vision.onnx", "cd" * 32),
-     "built from a vision.onnx with sha256 abababababab, the bundle's is cdcdcdcdcdcd"),
-])
+@pytest.mark.parametrize(
+    ("here", "phrase"),
+    [
+        (
+            Fingerprint("10.7.0", "Orin", "8.7", "vision.onnx", "ab" * 32),
+            "built with TensorRT 10.3.0, this is TensorRT 10.7.0",
+        ),
+        (
+            Fingerprint("10.3.0", "NVIDIA H100", "9.0", "vision.onnx", "ab" * 32),
+            "built on Orin (8.7), this GPU is NVIDIA H100 (9.0)",
+        ),
+        (
+            Fingerprint("10.3.0", "Orin", "8.7", "vision.onnx", "cd" * 32),
+            "built from a vision.onnx with sha256 abababababab, the bundle's is cdcdcdcdcdcd",
+        ),
+    ],
+)
 def test_each_mismatch_is_named(here, phrase):
     assert mismatches(BUILT, here) == [phrase]
 

@@ -30,8 +30,9 @@ def write_graph(path: Path, dims=("batch", 3, SIZE, SIZE), opset: int = 18) -> P
     """A one-node graph with the vision graph's input: enough for the plan, which reads only that."""
     pixels = helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, list(dims))
     out = helper.make_tensor_value_info("image_embeds", TensorProto.FLOAT, list(dims))
-    graph = helper.make_graph([helper.make_node("Identity", ["pixel_values"], ["image_embeds"])],
-                              "vision", [pixels], [out])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["pixel_values"], ["image_embeds"])], "vision", [pixels], [out]
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
     return path
 
@@ -42,10 +43,19 @@ def bundle(tmp_path) -> Path:
     return tmp_path
 
 
-def plan(bundle, target="jetson", fp16=True, int8=False, fp8=False, dla=None, max_batch=1,
-         strongly_typed=False) -> BuildConfig:
-    return build_plan(target, fp16=fp16, int8=int8, fp8=fp8, dla=dla, max_batch=max_batch, bundle=bundle,
-                      strongly_typed=strongly_typed)
+def plan(
+    bundle, target="jetson", fp16=True, int8=False, fp8=False, dla=None, max_batch=1, strongly_typed=False
+) -> BuildConfig:
+    return build_plan(
+        target,
+        fp16=fp16,
+        int8=int8,
+        fp8=fp8,
+        dla=dla,
+        max_batch=max_batch,
+        bundle=bundle,
+        strongly_typed=strongly_typed,
+    )
 
 
 def test_every_target_builds_fp16_from_the_float_graph_with_a_batch_profile(bundle):
@@ -145,15 +155,23 @@ def test_graph_input_reads_name_shape_and_opset(tmp_path):
 
 def test_engine_files_sit_side_by_side_in_engines(tmp_path):
     paths = EnginePaths.of(tmp_path, "orin-nano")
-    assert [p.relative_to(tmp_path).as_posix() for p in (paths.plan, paths.meta, paths.timing_cache,
-                                                          paths.report)] == [
-        "engines/vision.orin-nano.plan", "engines/vision.orin-nano.json",
-        "engines/vision.orin-nano.timing.cache", "engines/vision.orin-nano.report.txt"]
+    assert [
+        p.relative_to(tmp_path).as_posix() for p in (paths.plan, paths.meta, paths.timing_cache, paths.report)
+    ] == [
+        "engines/vision.orin-nano.plan",
+        "engines/vision.orin-nano.json",
+        "engines/vision.orin-nano.timing.cache",
+        "engines/vision.orin-nano.report.txt",
+    ]
 
 
-ORIN, H100, L40S, A100, THOR = (DeviceFacts("Orin", (8, 7)), DeviceFacts("NVIDIA H100", (9, 0)),
-                                DeviceFacts("NVIDIA L40S", (8, 9)), DeviceFacts("NVIDIA A100", (8, 0)),
-                                DeviceFacts("NVIDIA Thor", (11, 0)))
+ORIN, H100, L40S, A100, THOR = (
+    DeviceFacts("Orin", (8, 7)),
+    DeviceFacts("NVIDIA H100", (9, 0)),
+    DeviceFacts("NVIDIA L40S", (8, 9)),
+    DeviceFacts("NVIDIA A100", (8, 0)),
+    DeviceFacts("NVIDIA Thor", (11, 0)),
+)
 
 
 def test_a_jetson_target_is_refused_on_a_discrete_gpu(bundle):
@@ -181,8 +199,14 @@ def test_dla_core_must_exist_on_this_module(bundle):
         check_device(config, ORIN, dla_cores_here=1)
 
 
-@pytest.mark.parametrize(("version", "message"), [("8.6.2", "opset <= 17"), ("8.5.2.2", "LayerNormalization"),
-                                                ("ten", "cannot read the TensorRT version")])
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        ("8.6.2", "opset <= 17"),
+        ("8.5.2.2", "LayerNormalization"),
+        ("ten", "cannot read the TensorRT version"),
+    ],
+)
 def test_tensorrt_10_and_11_build_older_ones_are_refused(version, message):
     for supported in ("10.3.0", "10.13.3.9", "11.4.0.106"):
         check_tensorrt_version(supported, 18)
@@ -192,12 +216,19 @@ def test_tensorrt_10_and_11_build_older_ones_are_refused(version, message):
 
 def test_tensorrt_11_is_strongly_typed_10_is_not():
     assert [is_strongly_typed(v) for v in ("10.3.0", "10.13.3.9", "11.0.0", "11.4.0.106")] == [
-        False, False, True, True]
+        False,
+        False,
+        True,
+        True,
+    ]
 
 
 def test_strongly_typed_fp16_builds_from_the_float16_graph(bundle):
-    with pytest.raises(ArgumentError, match=r"strongly typed.*vision\.fp16\.onnx.*zipvlm export \.\.\. "
-                                            r"--fp16.*--fp32"):
+    with pytest.raises(
+        ArgumentError,
+        match=r"strongly typed.*vision\.fp16\.onnx.*zipvlm export \.\.\. "
+        r"--fp16.*--fp32",
+    ):
         plan(bundle, "x86", strongly_typed=True)
     write_graph(bundle / "vision.fp16.onnx")
     config = plan(bundle, "x86", strongly_typed=True)

@@ -43,8 +43,12 @@ def pixels(batch: int, seed: int) -> np.ndarray:
 
 def test_the_build_writes_plan_fingerprint_and_timing_cache(built):
     engines = built / "engines"
-    assert {p.name for p in engines.iterdir()} >= {"vision.x86.plan", "vision.x86.json",
-                                                   "vision.x86.timing.cache", "vision.x86.report.txt"}
+    assert {p.name for p in engines.iterdir()} >= {
+        "vision.x86.plan",
+        "vision.x86.json",
+        "vision.x86.timing.cache",
+        "vision.x86.report.txt",
+    }
     meta = json.loads((engines / "vision.x86.json").read_text())
     assert meta["tensorrt_version"] == trt.__version__
     assert meta["precision"]["name"] == "fp32" and meta["max_batch"] == 2

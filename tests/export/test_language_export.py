@@ -28,8 +28,9 @@ def genai_greedy(bundle, ids: list[int], image_embeds: np.ndarray) -> list[int]:
 
     model = og.Model(str(bundle))
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(ids) + NEW_TOKENS, min_length=len(ids) + NEW_TOKENS,
-                              do_sample=False)
+    params.set_search_options(
+        max_length=len(ids) + NEW_TOKENS, min_length=len(ids) + NEW_TOKENS, do_sample=False
+    )
     generator = og.Generator(model, params)
     visual = np.ascontiguousarray(image_embeds, dtype=np.float32)  # must outlive the generator
     generator.set_model_input("visual_embeds", visual)
@@ -48,8 +49,13 @@ def hf_greedy(model, ids: list[int], image_embeds: torch.Tensor) -> list[int]:
         embeds = model.get_input_embeddings()(input_ids)
         mask = (input_ids == model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
         embeds = embeds.masked_scatter(mask, image_embeds.to(embeds.dtype))
-        out = model.generate(inputs_embeds=embeds, attention_mask=torch.ones_like(input_ids),
-                             max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+        out = model.generate(
+            inputs_embeds=embeds,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            do_sample=False,
+        )
     return out[0].tolist()
 
 
@@ -96,21 +102,27 @@ def test_manifest_lists_the_language_graphs(tiny_bundles):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_no_zip_bundle_equals_plain_hf_generate(tiny_folders, tmp_path, family):
     """The full-token baseline runs the same code and gives HF's own answer."""
-    bundle = export_bundle(ExportOptions(model=tiny_folders[family], out=tmp_path / "full",
-                                         zip=None, quant="none")).out
+    bundle = export_bundle(
+        ExportOptions(model=tiny_folders[family], out=tmp_path / "full", zip=None, quant="none")
+    ).out
     selection = Bundle.open(bundle).selection
     assert selection.enabled is False
     assert selection.num_image_tokens == 576  # CLIP drops CLS; SigLIP has none
     images = pixels(1, seed=8)
     session = ort.InferenceSession(str(bundle / "vision.onnx"), providers=["CPUExecutionProvider"])
     image_embeds, keep = session.run(None, {"pixel_values": images.numpy()})
-    assert keep.tolist() == [list(range(1 if family == "clip-llama" else 0, 577 if family ==
-                                        "clip-llama" else 576))]
+    assert keep.tolist() == [
+        list(range(1 if family == "clip-llama" else 0, 577 if family == "clip-llama" else 576))
+    ]
     ids = prompt_ids(bundle)
     model = reference_model(tiny_folders[family])
     with torch.no_grad():
-        want = model.generate(input_ids=torch.tensor([ids]), pixel_values=images,
-                              attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                              max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
-                              do_sample=False)[0, len(ids):].tolist()
+        want = model.generate(
+            input_ids=torch.tensor([ids]),
+            pixel_values=images,
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            do_sample=False,
+        )[0, len(ids) :].tolist()
     assert genai_greedy(bundle, ids, image_embeds) == want

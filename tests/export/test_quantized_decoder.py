@@ -45,8 +45,7 @@ class TeacherForced:
         self.empty = np.zeros((1, config["num_key_value_heads"], 0, config["head_size"]), np.float32)
 
     def logits(self, ids: list[int], image_embeds: np.ndarray) -> np.ndarray:
-        inputs_embeds = self.embed.run(None, {"input_ids": np.array([ids]),
-                                              "visual_embeds": image_embeds})[0]
+        inputs_embeds = self.embed.run(None, {"input_ids": np.array([ids]), "visual_embeds": image_embeds})[0]
         feed = {"inputs_embeds": inputs_embeds, "attention_mask": np.ones((1, len(ids)), np.int64)}
         feed.update({i.name: self.empty for i in self.decoder.get_inputs() if i.name.startswith("past_")})
         return self.decoder.run(["logits"], feed)[0][0]
@@ -57,9 +56,12 @@ def sharp_bundles(tmp_path_factory):
     root = tmp_path_factory.mktemp("sharp")
     spec = TinySpec(family="clip-llama", text_width=256, text_init_range=0.05)
     folder = build_tiny_llava(root / "model", spec)
-    return {quant: export_bundle(ExportOptions(model=folder, out=root / quant, quant=quant,
-                                               zip=VisionZipConfig(54, 10))).out
-            for quant in ("none", "int8", "int4")}
+    return {
+        quant: export_bundle(
+            ExportOptions(model=folder, out=root / quant, quant=quant, zip=VisionZipConfig(54, 10))
+        ).out
+        for quant in ("none", "int8", "int4")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +87,15 @@ def test_quantized_logits_and_greedy_tokens_stay_close_to_float32(sharp_bundles,
     cosines, agree = [], []
     for image_embeds, ids, reference in float_sequences:
         logits = quantized.logits(ids, image_embeds)[:-1]
-        cosines.append(np.sum(reference * logits, 1) / (np.linalg.norm(reference, axis=1) *
-                                                        np.linalg.norm(logits, axis=1)))
+        cosines.append(
+            np.sum(reference * logits, 1)
+            / (np.linalg.norm(reference, axis=1) * np.linalg.norm(logits, axis=1))
+        )
         agree.append(reference.argmax(1) == logits.argmax(1))
     cosine, agreement = np.concatenate(cosines), float(np.mean(np.concatenate(agree)))
-    print(f"{quant} vs float32 over {cosine.size} positions: min logits cosine {cosine.min():.4f}, "
-          f"agreement {agreement:.3f}")
+    print(
+        f"{quant} vs float32 over {cosine.size} positions: min logits cosine {cosine.min():.4f}, "
+        f"agreement {agreement:.3f}"
+    )
     assert cosine.min() >= FLOORS[quant][0]
     assert agreement >= FLOORS[quant][1]

@@ -86,8 +86,11 @@ def test_graph_is_static_but_batch_and_runs_batches_1_and_5(exported, family):
 def test_check_rejects_forbidden_ops(tmp_path):
     node = onnx.helper.make_node("NonZero", ["x"], ["y"])
     graph = onnx.helper.make_graph(
-        [node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.INT64, [1, None])])
+        [node],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.INT64, [1, None])],
+    )
     path = tmp_path / "bad.onnx"
     onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)]), path)
     with pytest.raises(ExportError, match="NonZero"):

@@ -14,9 +14,11 @@ from zipvlm.bundle.errors import ModelFolderError
 from zipvlm.models.llava import load_vision_graph, open_llava_folder
 from zipvlm.models.visionzip import VisionZipConfig
 
-LEGACY = (("model.vision_tower.", "vision_tower.vision_model."),
-          ("model.multi_modal_projector.", "multi_modal_projector."),
-          ("model.language_model.", "language_model.model."))
+LEGACY = (
+    ("model.vision_tower.", "vision_tower.vision_model."),
+    ("model.multi_modal_projector.", "multi_modal_projector."),
+    ("model.language_model.", "language_model.model."),
+)
 
 
 def legacy_sharded_copy(source, target):
@@ -27,12 +29,11 @@ def legacy_sharded_copy(source, target):
     for key, value in tensors.items():
         for new, old in LEGACY:
             if key.startswith(new):
-                key = old + key[len(new):]
+                key = old + key[len(new) :]
         renamed[key] = value.contiguous()
     (target / "model.safetensors").unlink()
     names = sorted(renamed)
-    shards = {"model-00001-of-00002.safetensors": names[::2],
-              "model-00002-of-00002.safetensors": names[1::2]}
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
     for file, keys in shards.items():
         save_file({k: renamed[k] for k in keys}, target / file)
     weight_map = {k: file for file, keys in shards.items() for k in keys}
@@ -57,8 +58,9 @@ def test_checkpoint_missing_tower_weights_is_a_clear_error(tiny_folders, tmp_pat
     broken = tmp_path / "broken"
     shutil.copytree(tiny_folders["clip-llama"], broken)
     tensors = load_file(broken / "model.safetensors")
-    save_file({k: v for k, v in tensors.items() if "encoder.layers.1." not in k},
-              broken / "model.safetensors")
+    save_file(
+        {k: v for k, v in tensors.items() if "encoder.layers.1." not in k}, broken / "model.safetensors"
+    )
     with pytest.raises(ModelFolderError, match="lacks .* vision tower weights"):
         run(broken)
 

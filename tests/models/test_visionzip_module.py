@@ -16,8 +16,9 @@ ALL_CASES = [(family, d, c) for family in FAMILIES for d, c in cases_for(family)
 
 
 def run_module(folder, dominant, contextual, images):
-    graph = load_vision_graph(open_llava_folder(folder), VisionZipConfig(dominant, contextual),
-                              attn_implementation="eager")  # the reference's kernel
+    graph = load_vision_graph(
+        open_llava_folder(folder), VisionZipConfig(dominant, contextual), attn_implementation="eager"
+    )  # the reference's kernel
     with torch.no_grad():
         return graph(images)
 
@@ -49,8 +50,7 @@ def test_ties_keep_lower_indices_and_join_first_target(tied_folders, family):
     assert keep.tolist() == ref.keep_indices
     first_target = 0  # targets start at position 0 of the remaining tokens
     assert all(len(groups[first_target]) > 0 for groups in ref.assignment)
-    assert all(not members for groups in ref.assignment for t, members in groups.items()
-               if t != first_target)
+    assert all(not members for groups in ref.assignment for t, members in groups.items() if t != first_target)
     torch.testing.assert_close(embeds, ref.image_embeds, atol=ATOL, rtol=0)
 
 

@@ -127,7 +127,20 @@ def test_a_system_prompt_is_prefilled_once_and_answers_stay_exact(pipeline):
 def test_an_empty_system_prompt_is_one_line(tiny_bundles, capsys):
     from zipvlm.cli.main import main
 
-    code = main(["stream", "--bundle", str(tiny_bundles["clip-llama"]), "--source", "synthetic",
-                 "--prompt", "Hi?", "--system", " ", "--max-frames", "1"])
+    code = main(
+        [
+            "stream",
+            "--bundle",
+            str(tiny_bundles["clip-llama"]),
+            "--source",
+            "synthetic",
+            "--prompt",
+            "Hi?",
+            "--system",
+            " ",
+            "--max-frames",
+            "1",
+        ]
+    )
     assert code == 2
     assert capsys.readouterr().err.strip() == "zipvlm stream: error: the system prompt is empty"

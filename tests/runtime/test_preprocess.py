@@ -18,8 +18,17 @@ from zipvlm.export.manifest import preprocess_spec
 from zipvlm.runtime.preprocess import FILTERS, preprocess, resize
 
 ATOL = 1e-6
-SIZES = [(480, 640), (1080, 1920), (720, 1280), (640, 480), (500, 375), (336, 336), (100, 150),
-         (2000, 300), (300, 2000)]
+SIZES = [
+    (480, 640),
+    (1080, 1920),
+    (720, 1280),
+    (640, 480),
+    (500, 375),
+    (336, 336),
+    (100, 150),
+    (2000, 300),
+    (300, 2000),
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +38,7 @@ def setups(tiny_folders):
     out = {}
     for family, folder in tiny_folders.items():
         pre = json.loads((folder / "preprocessor_config.json").read_text())
-        out[family] = (AutoImageProcessor.from_pretrained(folder),
-                       preprocess_spec(pre, 336))
+        out[family] = (AutoImageProcessor.from_pretrained(folder), preprocess_spec(pre, 336))
     return out
 
 
@@ -74,11 +82,14 @@ def test_resize_is_bit_identical_to_pillow_in_every_direction():
         np.testing.assert_array_equal(resize(image, out_h, out_w), want)
 
 
-@pytest.mark.parametrize(("image", "message"), [
-    (np.zeros((10, 10, 3), np.float32), "8-bit"),
-    (np.zeros((10, 10, 2), np.uint8), "shape"),
-    (np.zeros((0, 10, 3), np.uint8), "shape"),
-])
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (np.zeros((10, 10, 3), np.float32), "8-bit"),
+        (np.zeros((10, 10, 2), np.uint8), "shape"),
+        (np.zeros((0, 10, 3), np.uint8), "shape"),
+    ],
+)
 def test_unusable_arrays_are_refused(setups, image, message):
     with pytest.raises(ZipvlmError, match=message):
         preprocess(image, setups["clip-llama"][1])

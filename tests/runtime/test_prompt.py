@@ -20,8 +20,13 @@ FULL_TOKENS = 576  # what the processor expands the image token to for these tow
 def builder(folder, num_image_tokens):
     config = json.loads((folder / "config.json").read_text())
     image_token_id = config.get("image_token_id", config.get("image_token_index"))
-    language = LanguageSection(config["text_config"]["model_type"], 64, image_token_id, (),
-                               (folder / "chat_template.jinja").read_text())
+    language = LanguageSection(
+        config["text_config"]["model_type"],
+        64,
+        image_token_id,
+        (),
+        (folder / "chat_template.jinja").read_text(),
+    )
     return PromptBuilder(dataclasses.replace(sample_bundle(folder), language=language), num_image_tokens)
 
 
@@ -54,7 +59,7 @@ def test_image_token_becomes_k_positions(tiny_folders, family):
     image_id = ours.spec.image_token_id
     assert ids.count(image_id) == 64
     first = ids.index(image_id)
-    assert ids[first:first + 64] == [image_id] * 64
+    assert ids[first : first + 64] == [image_id] * 64
 
 
 def test_raw_prompt_is_tokenised_verbatim(tiny_folders):
@@ -64,11 +69,14 @@ def test_raw_prompt_is_tokenised_verbatim(tiny_folders):
     assert ids == [ours.spec.image_token_id] * 3 + expected
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("Is the door open?", "exactly one image token <image>, found 0"),
-    ("<image> and <image>", "exactly one image token <image>, found 2"),
-    ("   ", "the prompt is empty"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("Is the door open?", "exactly one image token <image>, found 0"),
+        ("<image> and <image>", "exactly one image token <image>, found 2"),
+        ("   ", "the prompt is empty"),
+    ],
+)
 def test_bad_raw_prompts_are_refused(tiny_folders, text, message):
     with pytest.raises(PromptError, match=message):
         builder(tiny_folders["clip-llama"], 64).encode(text)

@@ -37,10 +37,12 @@ def test_io_bound_runner_equals_a_plain_session_and_never_aliases_frames(bundle)
     assert not np.array_equal(got_first.image_embeds, got_second.image_embeds)
     batch = np.concatenate([first, second])  # another shape gets its own binding
     got_batch = runner(batch)
-    np.testing.assert_array_equal(got_batch.image_embeds,
-                                  np.concatenate([got_first.image_embeds, got_second.image_embeds]))
-    np.testing.assert_array_equal(got_batch.keep_indices,
-                                  np.concatenate([got_first.keep_indices, got_second.keep_indices]))
+    np.testing.assert_array_equal(
+        got_batch.image_embeds, np.concatenate([got_first.image_embeds, got_second.image_embeds])
+    )
+    np.testing.assert_array_equal(
+        got_batch.keep_indices, np.concatenate([got_first.keep_indices, got_second.keep_indices])
+    )
 
 
 @pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
@@ -49,8 +51,9 @@ def test_a_provider_this_install_lacks_is_one_line(bundle, tmp_path, capsys, pro
         pytest.skip(f"this onnxruntime has {ORT_NAMES[provider]}")
     image = tmp_path / "frame.png"
     cv2.imwrite(str(image), photo(120, 160, seed=0))
-    code = main(["run", "--bundle", str(bundle), "--image", str(image), "--prompt", "Hi?",
-                 "--provider", provider])
+    code = main(
+        ["run", "--bundle", str(bundle), "--image", str(image), "--prompt", "Hi?", "--provider", provider]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err
     assert f"--provider {provider}: this onnxruntime has no {ORT_NAMES[provider]}" in err

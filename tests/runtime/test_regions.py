@@ -17,12 +17,31 @@ def described(preprocess: PreprocessSpec, vision: VisionSection) -> Bundle:
     return dataclasses.replace(sample_bundle(Path("unused")), preprocess=preprocess, vision=vision)
 
 
-CLIP = PreprocessSpec(336, True, False, {"shortest_edge": 336}, "bicubic",
-                      {"height": 336, "width": 336}, 1 / 255, (0.5,) * 3, (0.5,) * 3)
-SIGLIP = PreprocessSpec(384, True, False, {"height": 384, "width": 384}, "bicubic", None, 1 / 255,
-                        (0.5,) * 3, (0.5,) * 3)
-PADDED = PreprocessSpec(336, True, True, {"shortest_edge": 336}, "bicubic",
-                        {"height": 336, "width": 336}, 1 / 255, (0.5,) * 3, (0.5,) * 3)
+CLIP = PreprocessSpec(
+    336,
+    True,
+    False,
+    {"shortest_edge": 336},
+    "bicubic",
+    {"height": 336, "width": 336},
+    1 / 255,
+    (0.5,) * 3,
+    (0.5,) * 3,
+)
+SIGLIP = PreprocessSpec(
+    384, True, False, {"height": 384, "width": 384}, "bicubic", None, 1 / 255, (0.5,) * 3, (0.5,) * 3
+)
+PADDED = PreprocessSpec(
+    336,
+    True,
+    True,
+    {"shortest_edge": 336},
+    "bicubic",
+    {"height": 336, "width": 336},
+    1 / 255,
+    (0.5,) * 3,
+    (0.5,) * 3,
+)
 
 
 def test_clip_patches_map_into_the_centre_crop_of_the_frame():
@@ -30,7 +49,11 @@ def test_clip_patches_map_into_the_centre_crop_of_the_frame():
     assert model_to_frame(CLIP, 480, 640) == pytest.approx((640 / 448, 480 / 336, 80.0, 0.0))
     bundle = described(CLIP, VisionSection("clip", True, 336, 14, 577, -2, 1))
     assert kept_boxes(np.array([0, 1, 24, 25, 576]), bundle, 480, 640) == [  # CLS has no patch
-        (80, 0, 100, 20), (540, 0, 560, 20), (80, 20, 100, 40), (540, 460, 560, 480)]
+        (80, 0, 100, 20),
+        (540, 0, 560, 20),
+        (80, 20, 100, 40),
+        (540, 460, 560, 480),
+    ]
 
 
 def test_siglip_and_padded_frames_map_back_through_resize_and_padding():

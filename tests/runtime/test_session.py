@@ -87,13 +87,33 @@ def test_chat_answers_each_line_of_stdin(bundle, tmp_path):
     import cv2
 
     cv2.imwrite(str(tmp_path / "street.jpg"), IMAGE)
-    command = [sys.executable, "-m", "zipvlm.cli", "chat", "--bundle", str(bundle),
-               "--image", str(tmp_path / "street.jpg"), "--max-new-tokens", "4"]
-    done = subprocess.run(command, input="What is in the image?\n\nIs it raining?\n",
-                          capture_output=True, text=True, timeout=120)
+    command = [
+        sys.executable,
+        "-m",
+        "zipvlm.cli",
+        "chat",
+        "--bundle",
+        str(bundle),
+        "--image",
+        str(tmp_path / "street.jpg"),
+        "--max-new-tokens",
+        "4",
+    ]
+    done = subprocess.run(
+        command,
+        input="What is in the image?\n\nIs it raining?\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     timing_lines = [line for line in done.stderr.splitlines() if line.startswith("[prefill")]
     assert len(timing_lines) == 2 and len(done.stdout.splitlines()) == 2
-    missing = subprocess.run([*command[:-4], "--image", str(tmp_path / "none.jpg")],
-                             input="hi\n", capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [*command[:-4], "--image", str(tmp_path / "none.jpg")],
+        input="hi\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 2 and "image not found" in missing.stderr

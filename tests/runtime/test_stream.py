@@ -52,11 +52,27 @@ def stream_json(capsys, *args) -> tuple[list[dict], str]:
 
 
 def test_a_video_file_streams_to_its_end_with_consistent_ages_and_drops(bundle, video, capsys):
-    answers, err = stream_json(capsys, "--bundle", str(bundle), "--source", str(video),
-                               "--prompt", "What is ahead?", "--max-new-tokens", "4")
-    assert answers and set(answers[0]) == {"text", "frame_index", "frame_time", "frame_age_ms",
-                                           "num_image_tokens", "timings_ms", "dropped_frames",
-                                           "cached_prompt_tokens"}
+    answers, err = stream_json(
+        capsys,
+        "--bundle",
+        str(bundle),
+        "--source",
+        str(video),
+        "--prompt",
+        "What is ahead?",
+        "--max-new-tokens",
+        "4",
+    )
+    assert answers and set(answers[0]) == {
+        "text",
+        "frame_index",
+        "frame_time",
+        "frame_age_ms",
+        "num_image_tokens",
+        "timings_ms",
+        "dropped_frames",
+        "cached_prompt_tokens",
+    }
     for answer in answers:
         assert answer["num_image_tokens"] == 64
         assert answer["frame_age_ms"] >= answer["timings_ms"]["first_token"]  # answered after capture
@@ -74,15 +90,37 @@ def test_a_video_file_streams_to_its_end_with_consistent_ages_and_drops(bundle, 
 
 
 def test_every_paces_questions(bundle, video, capsys):
-    answers, _ = stream_json(capsys, "--bundle", str(bundle), "--source", str(video), "--prompt",
-                             "What is ahead?", "--max-new-tokens", "2", "--every", "0.5")
+    answers, _ = stream_json(
+        capsys,
+        "--bundle",
+        str(bundle),
+        "--source",
+        str(video),
+        "--prompt",
+        "What is ahead?",
+        "--max-new-tokens",
+        "2",
+        "--every",
+        "0.5",
+    )
     gaps = np.diff([answer["frame_time"] for answer in answers])
     assert 2 <= len(answers) <= 5 and (gaps > 0.4).all()  # a 2 s file, one question per 0.5 s
 
 
 def test_max_frames_stops_after_that_many_answers(bundle, capsys):
-    answers, _ = stream_json(capsys, "--bundle", str(bundle), "--source", "synthetic", "--prompt",
-                             "What moves?", "--max-new-tokens", "2", "--max-frames", "3")
+    answers, _ = stream_json(
+        capsys,
+        "--bundle",
+        str(bundle),
+        "--source",
+        "synthetic",
+        "--prompt",
+        "What moves?",
+        "--max-new-tokens",
+        "2",
+        "--max-frames",
+        "3",
+    )
     assert len(answers) == 3
 
 
@@ -118,8 +156,7 @@ def test_a_source_that_never_comes_back_ends_with_the_reason(tmp_path):
 
 
 def test_a_camera_that_does_not_open_is_one_line_and_exit_2(bundle, capsys):
-    code = main(["stream", "--bundle", str(bundle), "--source", "63", "--prompt", "Hi?",
-                 "--retries", "1"])
+    code = main(["stream", "--bundle", str(bundle), "--source", "63", "--prompt", "Hi?", "--retries", "1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1] == "zipvlm stream: error: cannot open camera 63; gave up after 1 retries"
@@ -145,8 +182,14 @@ class ListReader:
 
 def test_corrupt_frames_are_skipped_and_counted():
     good = photo(48, 64)
-    frames = [good, np.empty((0, 0, 3), np.uint8), good[:, :, :2], good.astype(np.float32),
-              "not an array", good[:, :, 0]]
+    frames = [
+        good,
+        np.empty((0, 0, 3), np.uint8),
+        good[:, :, :2],
+        good.astype(np.float32),
+        "not an array",
+        good[:, :, 0],
+    ]
     with FrameGrabber(ListReader(frames)) as grabber:
         while not grabber.finished:
             time.sleep(0.01)
@@ -176,10 +219,13 @@ def test_a_backend_error_is_reported_on_its_answer_and_the_next_frame_is_served(
     assert answers[2].timings_ms["first_token"] > 0
 
 
-@pytest.mark.parametrize(("source", "message"), [
-    ("nowhere.mp4", "--source nowhere.mp4: not a camera index"),
-    ("videotestsrc ! appsink", "--source is a GStreamer pipeline, but this OpenCV was built without"),
-])
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("nowhere.mp4", "--source nowhere.mp4: not a camera index"),
+        ("videotestsrc ! appsink", "--source is a GStreamer pipeline, but this OpenCV was built without"),
+    ],
+)
 def test_bad_sources_are_one_line(bundle, capsys, source, message):
     if "!" in source and "GStreamer:                   YES" in cv2.getBuildInformation():
         pytest.skip("this OpenCV has GStreamer")
@@ -193,8 +239,19 @@ def test_an_image_folder_streams_and_counts_unreadable_files(bundle, tmp_path, c
         cv2.imwrite(str(tmp_path / f"{i}.png"), photo(120, 160, seed=i))
     (tmp_path / "3.png").write_text("not a png")
     shutil.copy(tmp_path / "0.png", tmp_path / "4.png")
-    answers, err = stream_json(capsys, "--bundle", str(bundle), "--source", str(tmp_path),
-                               "--prompt", "Hi?", "--max-new-tokens", "2", "--fps", "5")
+    answers, err = stream_json(
+        capsys,
+        "--bundle",
+        str(bundle),
+        "--source",
+        str(tmp_path),
+        "--prompt",
+        "Hi?",
+        "--max-new-tokens",
+        "2",
+        "--fps",
+        "5",
+    )
     assert 1 <= len(answers) <= 4
     assert "4 frames captured" in err and "1 bad" in err
 
@@ -217,9 +274,23 @@ def test_stream_serve_prints_answers_and_serves_the_live_page(bundle, video, cap
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    answers, err = stream_json(capsys, "--bundle", str(bundle), "--source", str(video), "--prompt",
-                               "What is ahead?", "--max-new-tokens", "2", "--every", "0.4",
-                               "--max-frames", "4", "--serve", f"127.0.0.1:{port}")
+    answers, err = stream_json(
+        capsys,
+        "--bundle",
+        str(bundle),
+        "--source",
+        str(video),
+        "--prompt",
+        "What is ahead?",
+        "--max-new-tokens",
+        "2",
+        "--every",
+        "0.4",
+        "--max-frames",
+        "4",
+        "--serve",
+        f"127.0.0.1:{port}",
+    )
     watcher.join()
     assert len(answers) == 4 and f"live page at http://127.0.0.1:{port}/" in err
     assert seen and seen[0]["prompt"] == "What is ahead?"
@@ -230,8 +301,10 @@ def test_stream_serve_prints_answers_and_serves_the_live_page(bundle, video, cap
 
 @pytest.mark.parametrize("value", ["8080", "127.0.0.1:", "127.0.0.1:99999", ":80x"])
 def test_a_bad_serve_address_is_one_line(bundle, capsys, value):
-    code = main(["stream", "--bundle", str(bundle), "--source", "synthetic", "--prompt", "Hi?",
-                 "--serve", value])
+    code = main(
+        ["stream", "--bundle", str(bundle), "--source", "synthetic", "--prompt", "Hi?", "--serve", value]
+    )
     assert code == 2
     assert capsys.readouterr().err.strip() == (
-        f"zipvlm stream: error: --serve takes HOST:PORT, e.g. 127.0.0.1:8080; got {value!r}")
+        f"zipvlm stream: error: --serve takes HOST:PORT, e.g. 127.0.0.1:8080; got {value!r}"
+    )

@@ -45,23 +45,36 @@ def test_the_window_answer_equals_hf_fed_the_last_three_frames(pipeline, tiny_fo
     assert answer.num_image_tokens == 3 * 64
 
     model = reference_model(tiny_folders["clip-llama"])
-    pixel_values = torch.from_numpy(np.concatenate(
-        [preprocess(frame, pipeline.bundle.preprocess) for frame in frames()[1:]]))
+    pixel_values = torch.from_numpy(
+        np.concatenate([preprocess(frame, pipeline.bundle.preprocess) for frame in frames()[1:]])
+    )
     reference = reference_visionzip(model, pixel_values, 54, 10).image_embeds  # (3, 64, H)
     ids = torch.tensor([pipeline.prompts.encode(EXPLICIT, images=3)])
     with torch.no_grad():
         embeds = model.get_input_embeddings()(ids)
         mask = (ids == model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
         embeds = embeds.masked_scatter(mask, reference.to(embeds.dtype))
-        want = model.generate(inputs_embeds=embeds, attention_mask=torch.ones_like(ids),
-                              max_new_tokens=16, do_sample=False)[0].tolist()
+        want = model.generate(
+            inputs_embeds=embeds, attention_mask=torch.ones_like(ids), max_new_tokens=16, do_sample=False
+        )[0].tolist()
     assert len(answer.token_ids) >= 12
-    assert answer.token_ids == [t for t in want if t not in pipeline.eos_ids][:len(answer.token_ids)]
+    assert answer.token_ids == [t for t in want if t not in pipeline.eos_ids][: len(answer.token_ids)]
 
 
 def test_window_must_be_at_least_one(tiny_bundles, capsys):
-    code = main(["stream", "--bundle", str(tiny_bundles["clip-llama"]), "--source", "synthetic",
-                 "--prompt", "Hi?", "--window", "0"])
+    code = main(
+        [
+            "stream",
+            "--bundle",
+            str(tiny_bundles["clip-llama"]),
+            "--source",
+            "synthetic",
+            "--prompt",
+            "Hi?",
+            "--window",
+            "0",
+        ]
+    )
     assert code == 2
     assert capsys.readouterr().err.strip() == "zipvlm stream: error: --window must be at least 1, got 0"
 
@@ -69,8 +82,26 @@ def test_window_must_be_at_least_one(tiny_bundles, capsys):
 def test_stream_with_a_window_asks_about_up_to_n_frames(tiny_bundles, capsys):
     import json
 
-    assert main(["stream", "--bundle", str(tiny_bundles["clip-llama"]), "--source", "synthetic",
-                 "--prompt", "What moves?", "--window", "3", "--max-frames", "4",
-                 "--max-new-tokens", "2", "--json"]) == 0
+    assert (
+        main(
+            [
+                "stream",
+                "--bundle",
+                str(tiny_bundles["clip-llama"]),
+                "--source",
+                "synthetic",
+                "--prompt",
+                "What moves?",
+                "--window",
+                "3",
+                "--max-frames",
+                "4",
+                "--max-new-tokens",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
     answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [a["num_image_tokens"] for a in answers] == [64, 128, 192, 192]

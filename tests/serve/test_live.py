@@ -34,8 +34,12 @@ def test_draw_kept_tints_only_the_kept_patches():
 def live_url(tiny_bundles):
     pipeline = BundlePipeline.open(tiny_bundles["clip-llama"])
     lock = threading.Lock()
-    live = LiveFeed(pipeline, FrameGrabber(open_reader(parse_source("synthetic", fps=15))),
-                    StreamOptions("What moves?", generation=GenerationOptions(max_new_tokens=32)), lock)
+    live = LiveFeed(
+        pipeline,
+        FrameGrabber(open_reader(parse_source("synthetic", fps=15))),
+        StreamOptions("What moves?", generation=GenerationOptions(max_new_tokens=32)),
+        lock,
+    )
     live.start()
     with running(create_app(pipeline, "tiny", model_lock=lock, live=live)) as base:
         yield base
@@ -57,8 +61,8 @@ def test_the_mjpeg_preview_gives_frames_of_the_source(live_url):
         for chunk in response.iter_bytes():
             buffer += chunk
             while (start := buffer.find(b"\xff\xd8")) >= 0 and (end := buffer.find(b"\xff\xd9", start)) >= 0:
-                jpegs.append(buffer[start:end + 2])
-                buffer = buffer[end + 2:]
+                jpegs.append(buffer[start : end + 2])
+                buffer = buffer[end + 2 :]
             if len(jpegs) >= 2:
                 break
     frames = [cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR) for jpeg in jpegs]
@@ -78,22 +82,29 @@ def test_answers_stream_and_a_new_prompt_takes_effect(live_url):
     assert empty.status_code == 400 and empty.json()["error"]["message"] == "the prompt is empty"
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None,
-                    reason="Debian's chromium is not installed (.ci/run installs it)")
+@pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)"
+)
 def test_the_page_loads_shows_frames_and_an_answer_appears_in_chromium(live_url, tmp_path):
     deadline = time.monotonic() + 30
     while not httpx.get(f"{live_url}/live/state").json()["answers"]:
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--timeout=8000",
-               "--window-size=1280,800"]
-    dom = subprocess.run([*browser, "--dump-dom", f"{live_url}/"], capture_output=True, text=True,
-                         timeout=60).stdout
+    browser = [
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--timeout=8000",
+        "--window-size=1280,800",
+    ]
+    dom = subprocess.run(
+        [*browser, "--dump-dom", f"{live_url}/"], capture_output=True, text=True, timeout=60
+    ).stdout
     assert 'data-answers="0"' not in dom and 'data-answers="' in dom  # the page shows answers
     assert '<ol id="answers"><li>' in dom and "frame " in dom and "first token" in dom
     screenshot = tmp_path / "live.png"
-    subprocess.run([*browser, f"--screenshot={screenshot}", f"{live_url}/"], capture_output=True,
-                   timeout=60)
+    subprocess.run([*browser, f"--screenshot={screenshot}", f"{live_url}/"], capture_output=True, timeout=60)
     page = cv2.imread(str(screenshot))
     preview = page[115:590, 25:665]  # where the 640x480 preview sits on the page
     assert len(np.unique(preview.reshape(-1, 3), axis=0)) > 50  # frames, not an empty box

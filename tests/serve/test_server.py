@@ -21,8 +21,9 @@ from zipvlm.serve.app import create_app
 from zipvlm.serve.openai_api import ServerLimits
 
 QUESTION = "What is in the image?"
-LIMITS = ServerLimits(max_body_bytes=2 * 1024**2, max_image_pixels=1000 * 1000, max_waiting=2,
-                      request_timeout_s=60)
+LIMITS = ServerLimits(
+    max_body_bytes=2 * 1024**2, max_image_pixels=1000 * 1000, max_waiting=2, request_timeout_s=60
+)
 
 
 def data_url(image: np.ndarray, ext: str = ".png") -> str:
@@ -41,8 +42,15 @@ def url(pipeline):
 
 
 def user_message(image: np.ndarray, question: str = QUESTION) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(image)}},
-                                         {"type": "text", "text": question}]}]
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": data_url(image)}},
+                {"type": "text", "text": question},
+            ],
+        }
+    ]
 
 
 def test_the_openai_client_gets_the_same_answer_as_zipvlm_run(url, pipeline):
@@ -60,8 +68,7 @@ def test_streamed_deltas_add_up_to_the_answer(url):
     client = OpenAI(base_url=f"{url}/v1", api_key="not-needed")
     messages = user_message(photo(240, 320, seed=4))
     whole = client.chat.completions.create(model="tiny", messages=messages, max_tokens=10)
-    chunks = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=10,
-                                                 stream=True))
+    chunks = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=10, stream=True))
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     assert text == whole.choices[0].message.content
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
@@ -69,34 +76,61 @@ def test_streamed_deltas_add_up_to_the_answer(url):
 
 
 def test_two_images_and_a_system_message_are_one_prompt(url):
-    messages = [{"role": "system", "content": "Answer briefly."},
-                {"role": "user", "content": [
-                    {"type": "image_url", "image_url": {"url": data_url(photo(120, 160, seed=5))}},
-                    {"type": "image_url", "image_url": {"url": data_url(photo(120, 160, seed=6))}},
-                    {"type": "text", "text": "What changed?"}]}]
-    response = httpx.post(f"{url}/v1/chat/completions", json={"messages": messages, "max_tokens": 3},
-                          timeout=60)
+    messages = [
+        {"role": "system", "content": "Answer briefly."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": data_url(photo(120, 160, seed=5))}},
+                {"type": "image_url", "image_url": {"url": data_url(photo(120, 160, seed=6))}},
+                {"type": "text", "text": "What changed?"},
+            ],
+        },
+    ]
+    response = httpx.post(
+        f"{url}/v1/chat/completions", json={"messages": messages, "max_tokens": 3}, timeout=60
+    )
     assert response.status_code == 200
     assert response.json()["usage"]["visual_tokens"] == 128
 
 
 def image_part(url_text: str) -> dict:
-    return {"model": "tiny", "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": url_text}}, {"type": "text", "text": "Hi?"}]}]}
+    return {
+        "model": "tiny",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": url_text}},
+                    {"type": "text", "text": "Hi?"},
+                ],
+            }
+        ],
+    }
 
 
-@pytest.mark.parametrize(("body", "status", "fragment"), [
-    (b"{not json", 400, "not valid JSON"),
-    (b'{"model": "tiny"}', 400, "'messages' must be a non-empty list"),
-    (image_part("data:image/png;base64,@@@"), 400, "not valid base64"),
-    (image_part("data:image/png;base64," + base64.b64encode(b"plain text").decode()), 400,
-     "not an image OpenCV can decode"),
-    (image_part(data_url(np.zeros((1100, 1000, 3), np.uint8))), 413, "over the limit of 1000000 pixels"),
-    (image_part("http://example.com/cat.jpg"), 400, "remote image URLs are refused"),
-    ({**image_part(data_url(photo(60, 80))), "model": "gpt-4o"}, 404, "the model 'gpt-4o' does not exist"),
-    ({**image_part(data_url(photo(60, 80))), "max_tokens": 0}, 400, "'max_tokens' must be"),
-    ({"messages": [{"role": "user", "content": "no image here"}]}, 400, "at least one image_url"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b'{"model": "tiny"}', 400, "'messages' must be a non-empty list"),
+        (image_part("data:image/png;base64,@@@"), 400, "not valid base64"),
+        (
+            image_part("data:image/png;base64," + base64.b64encode(b"plain text").decode()),
+            400,
+            "not an image OpenCV can decode",
+        ),
+        (image_part(data_url(np.zeros((1100, 1000, 3), np.uint8))), 413, "over the limit of 1000000 pixels"),
+        (image_part("http://example.com/cat.jpg"), 400, "remote image URLs are refused"),
+        (
+            {**image_part(data_url(photo(60, 80))), "model": "gpt-4o"},
+            404,
+            "the model 'gpt-4o' does not exist",
+        ),
+        ({**image_part(data_url(photo(60, 80))), "max_tokens": 0}, 400, "'max_tokens' must be"),
+        ({"messages": [{"role": "user", "content": "no image here"}]}, 400, "at least one image_url"),
+    ],
+)
 def test_bad_requests_get_a_4xx_with_an_openai_error_object(url, body, status, fragment):
     send = {"content": body} if isinstance(body, bytes) else {"json": body}
     response = httpx.post(f"{url}/v1/chat/completions", timeout=30, **send)
