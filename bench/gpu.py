@@ -8,7 +8,7 @@ LLaVA-1.5-7B's (CLIP-L/336 -> Vicuna-7B) and LLaVA-OneVision-0.5B's (SigLIP
 so400m/384 -> Qwen2-0.5B). Each figure is the median of --repeats runs after
 warm-up, timed between CUDA synchronisations; weights are random, since
 latency does not depend on them. PyTorch rather than TensorRT or
-onnxruntime-gpu: it is what a GPU host without TensorRT runs (see the README).
+onnxruntime-gpu: it is what a GPU host without TensorRT runs (see docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Structural checks of an exported vision graph: TensorRT-compilable by construction.
 
-DESIGN.md: static shapes except batch; the selection uses only TopK, Gather*,
+docs/design.md: static shapes except batch; the selection uses only TopK, Gather*,
 Scatter*, CumSum, MatMul, ArgMax, OneHot/Equal and arithmetic; no NonZero, Loop,
 If, Compress or Unique (what masked_select and boolean indexing export to);
 TopK's K is a constant.

@@ -45,7 +45,7 @@ TARGETS: dict[str, TargetProfile] = {
 
 
 # TensorRT 10 (JetPack 6.1+, JetPack 7) and 11 (x86/SBSA, strongly typed) read the opset-18 graph;
-# 8.6 (JetPack 6.0) reads opset <= 17 and 8.5 (JetPack 5) has no LayerNormalization (README's table).
+# 8.6 (JetPack 6.0) reads opset <= 17 and 8.5 (JetPack 5) has no LayerNormalization (docs/deploy-jetson.md).
 OLDEST_TENSORRT_MAJOR = 10
 STRONGLY_TYPED_MAJOR = 11  # TensorRT 11 removed the FP16/INT8/FP8 builder flags: graphs carry their types
 

@@ -1,6 +1,6 @@
 """VisionZip token selection (arXiv 2412.04467), written to export as static ONNX.
 
-Read it against DESIGN.md's algorithm:
+Read it against the algorithm in docs/design.md:
 
 1. Dominant: the D tokens with the highest attention score (CLIP: the CLS token is
    always kept, plus the top D-1 patches), ties to the lower index, kept in

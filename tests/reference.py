@@ -1,7 +1,7 @@
-"""A slow, obvious VisionZip, written from DESIGN.md alone, to check the module and graphs.
+"""A slow, obvious VisionZip, written from docs/design.md alone, to check the module and graphs.
 
 It takes what Hugging Face's eager forward gives (all hidden states, all attention
-maps) and follows DESIGN.md's steps with Python loops and sorted(), one image at a
+maps) and follows the steps of docs/design.md with Python loops and sorted(), one image at a
 time. Nothing here is shared with zipvlm.models.visionzip.
 """
 
