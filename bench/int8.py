@@ -70,8 +70,7 @@ def working_bundle(source: Path, target: Path) -> Path:
 def time_graphs(bundle: Path, frame_set: Path, repeats: int, threads: int) -> dict[str, float]:
     """Median batch-1 ms of the graphs on one preprocessed frame, runs interleaved."""
     frames = load_frame_set(frame_set)
-    spec = Bundle.open(bundle, verify_hashes=False).preprocess
-    pixels = next(frames.pixel_values(frames.frames[:1], spec))
+    pixels = next(frames.pixel_values(frames.frames[:1], Bundle.open(bundle, verify_hashes=False)))
     runners = {
         "float": ort_timer(bundle / FLOAT_GRAPH, threads),
         "int8": ort_timer(bundle / INT8_GRAPH, threads),

@@ -22,7 +22,7 @@ import numpy as np
 from zipvlm.runtime.backends.ort import OrtVisionRunner
 from zipvlm.runtime.generation import GenerationOptions
 from zipvlm.runtime.pipeline import BundlePipeline
-from zipvlm.runtime.preprocess import preprocess
+from zipvlm.runtime.preprocess import pixel_values
 from zipvlm.runtime.prompt import PromptBuilder
 
 QUESTION = "What is in front of the robot, and is the path clear?"
@@ -87,7 +87,7 @@ def measure(
     rows = []
     for tokens, graph in graphs.items():
         vision = OrtVisionRunner.open(graph, "cpu", threads)
-        pixels = preprocess(frame, pipeline.bundle.preprocess)
+        pixels = pixel_values(frame, pipeline.bundle)
         embeds = vision(pixels).image_embeds
         if embeds.shape[1] != tokens:
             raise SystemExit(f"{graph} gives {embeds.shape[1]} image tokens, expected {tokens}")
@@ -95,7 +95,7 @@ def measure(
         ids = prompts.encode(prompts.chat_text(QUESTION))
         row = {"image_tokens": tokens, "prompt_tokens": len(ids)}
         if time_vision:
-            row["preprocess_ms"] = median_ms(partial(preprocess, frame, pipeline.bundle.preprocess), repeats)
+            row["preprocess_ms"] = median_ms(partial(pixel_values, frame, pipeline.bundle), repeats)
             row["vision_ms"] = median_ms(partial(vision, pixels), repeats)
         row.update(time_generation(pipeline, embeds, ids, new_tokens, repeats))
         rows.append(row)

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from zipvlm.bundle.errors import ZipvlmError
-from zipvlm.bundle.format import PreprocessSpec, sha256_file
-from zipvlm.runtime.preprocess import preprocess
+from zipvlm.bundle.format import Bundle, sha256_file
+from zipvlm.runtime.preprocess import pixel_values
 
 FRAMES_MANIFEST = "manifest.json"
 FRAMES_KIND = "zipvlm-frames"
@@ -73,10 +73,10 @@ class FrameSet:
         calib = tuple(f for i, f in enumerate(self.frames) if i not in held)
         return calib, tuple(f for i, f in enumerate(self.frames) if i in held)
 
-    def pixel_values(self, frames: tuple[Frame, ...], spec: PreprocessSpec) -> Iterator[np.ndarray]:
-        """(1, 3, S, S) float32 per frame, preprocessed as the bundle's manifest says."""
+    def pixel_values(self, frames: tuple[Frame, ...], bundle: Bundle) -> Iterator[np.ndarray]:
+        """The vision graph's input for each frame (batch 1), preprocessed as the bundle says."""
         for frame in frames:
-            yield preprocess(self.image(frame), spec)
+            yield pixel_values(self.image(frame), bundle)
 
 
 def png_bytes(image: np.ndarray) -> bytes:

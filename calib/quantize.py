@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-from zipvlm.bundle.format import FLOAT_GRAPH, INT8_GRAPH, Bundle, PreprocessSpec
+from zipvlm.bundle.format import FLOAT_GRAPH, INT8_GRAPH, Bundle
 from zipvlm.bundle.graph_checks import QDQ_OPS, check_qdq_placement, check_vision_graph
 from zipvlm.calib.frames import Frame, FrameSet, load_frame_set
 from zipvlm.calib.selection import QUANTIZED_OPS, float_nodes
@@ -157,7 +157,7 @@ def compare(
     int8_path: Path,
     frame_set: FrameSet,
     frames: tuple[Frame, ...],
-    spec: PreprocessSpec,
+    bundle: Bundle,
     threads: int = 0,
 ) -> tuple[Accuracy, Accuracy]:
     """INT8 against float on `frames`: (Q/DQ as written, onnxruntime's fused int8 kernels as
@@ -169,7 +169,7 @@ def compare(
         ort_session(int8_path, threads=threads, disabled_optimizers=INT8_DISABLED_OPTIMIZERS),
     ]
     outputs: list[list[tuple[np.ndarray, np.ndarray]]] = [[], [], []]
-    pixels = frame_set.pixel_values(frames, spec)
+    pixels = frame_set.pixel_values(frames, bundle)
     for batch in tqdm(pixels, total=len(frames), desc="compare", unit="frame", disable=None):
         for session, out in zip(sessions, outputs, strict=True):
             embeds, keep = session.run(["image_embeds", "keep_indices"], {"pixel_values": batch})
@@ -186,7 +186,7 @@ def quantize_bundle(bundle: Path, frames: Path, options: QuantizeOptions = Quant
     import onnxruntime as ort
 
     opened, frames = Bundle.open(bundle), Path(frames)
-    bundle, spec = opened.path, opened.preprocess
+    bundle = opened.path
     frame_set = load_frame_set(frames)
     calibration, held_out = frame_set.split(options.holdout)
     source = bundle / FLOAT_GRAPH
@@ -195,7 +195,7 @@ def quantize_bundle(bundle: Path, frames: Path, options: QuantizeOptions = Quant
     work = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.int8.", dir=bundle.parent))
     try:
         start = time.perf_counter()
-        reader = _Frames(frame_set.pixel_values(calibration, spec), len(calibration), "pixel_values")
+        reader = _Frames(frame_set.pixel_values(calibration, opened), len(calibration), "pixel_values")
         kept_float = quantize_graph(source, work / INT8_GRAPH, reader)
         timing["calibrate_and_quantize"] = time.perf_counter() - start
         log.info(
@@ -219,7 +219,7 @@ def quantize_bundle(bundle: Path, frames: Path, options: QuantizeOptions = Quant
         )
 
         start = time.perf_counter()
-        written, kernels = compare(source, work / INT8_GRAPH, frame_set, held_out, spec, options.threads)
+        written, kernels = compare(source, work / INT8_GRAPH, frame_set, held_out, opened, options.threads)
         timing["compare"] = time.perf_counter() - start
         for path in work.iterdir():
             path.rename(bundle / path.name)

@@ -8,6 +8,7 @@ from pathlib import Path
 from zipvlm.bundle.errors import ArgumentError
 
 DEFAULT_DOMINANT, DEFAULT_CONTEXTUAL = 54, 10  # the paper's setting for 576-token LLaVA-1.5
+MAX_SIDE = 8192  # --image-size: larger than any camera a robot streams from
 
 
 def register(commands) -> None:
@@ -50,7 +51,24 @@ def register(commands) -> None:
     export.add_argument(
         "--fp16", action="store_true", help="also write vision.fp16.onnx (float32 inputs/outputs)"
     )
+    export.add_argument(
+        "--image-size",
+        type=image_size,
+        metavar="WxH",
+        help="the camera's frame size, e.g. 640x480: fixes the patch grid of models whose input size "
+        "varies (Qwen2.5-VL, LLaVA-NeXT/OneVision), so the vision graph stays static",
+    )
     export.set_defaults(handler=run_export)
+
+
+def image_size(value: str) -> tuple[int, int]:
+    """'640x480' -> (640, 480), for argparse (a bad value is argparse's one line)."""
+    width, sep, height = value.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit() and 0 < int(width) <= MAX_SIDE >= int(height) > 0):
+        raise argparse.ArgumentTypeError(
+            f"expected WIDTHxHEIGHT in pixels, each 1..{MAX_SIDE}, e.g. 640x480; got {value!r}"
+        )
+    return int(width), int(height)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -67,7 +85,14 @@ def run_export(args: argparse.Namespace) -> int:
             DEFAULT_CONTEXTUAL if args.contextual is None else args.contextual,
         )
     )
-    options = ExportOptions(model=args.model, out=args.out, fp16=args.fp16, quant=args.quant, zip=zip_config)
+    options = ExportOptions(
+        model=args.model,
+        out=args.out,
+        fp16=args.fp16,
+        quant=args.quant,
+        zip=zip_config,
+        image_size=args.image_size,
+    )
     summary = export_bundle(options)
     print(f"bundle ready: {summary.out} ({', '.join(summary.files)})")
     return 0

@@ -41,6 +41,9 @@ class ExportOptions:
     # Decoder weights: "int8" (dynamic, per channel; the fastest end to end on CPU, see
     # `make bench`), "int4" (MatMulNBits) or "none" (float32).
     quant: str = "int8"
+    # (width, height) of the camera: fixes the patch grid of models whose input size varies
+    # (Qwen2.5-VL, LLaVA-NeXT/OneVision). None: the model's fixed square input.
+    image_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,13 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
     check_out_dir(options.out)
     with stage("load") as note:
         folder = open_llava_folder(options.model)
+        if options.image_size is not None:
+            side = folder.tower.image_size
+            raise ArgumentError(
+                f"--image-size fixes the grid of models whose input size varies; this folder's "
+                f"{folder.tower.family} tower always takes {side}x{side} (every frame is resized to it): "
+                "drop --image-size"
+            )
         graph = load_vision_graph(folder, options.zip)
         tower = folder.tower
         num_image_tokens = image_token_count(folder, options.zip)

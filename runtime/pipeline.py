@@ -23,7 +23,7 @@ from zipvlm.bundle.format import Bundle
 from zipvlm.runtime.backends import open_vision_backend
 from zipvlm.runtime.generation import DEFAULT_OPTIONS, Answer, GenerationOptions
 from zipvlm.runtime.prefix_cache import DirectDecoder, PrefixCachedGenerator
-from zipvlm.runtime.preprocess import preprocess
+from zipvlm.runtime.preprocess import pixel_values
 from zipvlm.runtime.prompt import PromptBuilder
 from zipvlm.runtime.providers import check_provider, genai_model
 
@@ -131,7 +131,7 @@ class BundlePipeline:
         """One decoded image through preprocessing and the vision graph, timed."""
         clock = time.perf_counter
         start = clock()
-        pixels = preprocess(image, self.bundle.preprocess)
+        pixels = pixel_values(image, self.bundle)
         after_preprocess = clock()
         embeds, keep = self.vision(pixels)
         return EmbeddedImage(

@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 
 from zipvlm.bundle.errors import ZipvlmError
-from zipvlm.bundle.format import PreprocessSpec
+from zipvlm.bundle.format import Bundle, PreprocessSpec
 
 PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed-point coefficient precision for 8-bit images
 
@@ -157,3 +157,8 @@ def preprocess(image: np.ndarray, spec: PreprocessSpec, channel_order: str = "BG
     scaled = rgb.astype(np.float32) * np.float32(spec.rescale_factor)
     normalised = (scaled - np.array(spec.mean, np.float32)) / np.array(spec.std, np.float32)
     return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
+
+
+def pixel_values(image: np.ndarray, bundle: Bundle, channel_order: str = "BGR") -> np.ndarray:
+    """A decoded frame -> the vision graph's input, by the rule of the bundle's model family."""
+    return preprocess(image, bundle.preprocess, channel_order)

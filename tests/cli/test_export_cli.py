@@ -167,3 +167,23 @@ def test_misspelt_command_suggests_the_closest(capsys):
 def test_no_zip_refuses_token_counts(capsys, tiny_folders, tmp_path):
     argv = export_args(tiny_folders["clip-llama"], tmp_path / "out") + ["--no-zip"]
     assert "--no-zip keeps every token" in _one_line_error(capsys, argv)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["640", "640x", "x480", "640x0", "0x480", "640x-480", "640x480x3", "9000x480", "640.5x480", "WxH"],
+)
+def test_a_malformed_image_size_is_one_line(capsys, tiny_folders, tmp_path, value):
+    argv = export_args(tiny_folders["clip-llama"], tmp_path / "out") + ["--image-size", value]
+    with pytest.raises(SystemExit) as exit_code:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_code.value.code == 2 and len(err.splitlines()) == 1
+    assert "--image-size: expected WIDTHxHEIGHT in pixels" in err and not (tmp_path / "out").exists()
+
+
+def test_image_size_on_a_fixed_square_tower_is_refused_before_tracing(capsys, tiny_folders, tmp_path):
+    argv = export_args(tiny_folders["siglip-qwen2"], tmp_path / "out") + ["--image-size", "640X480"]
+    err = _one_line_error(capsys, argv)
+    assert "--image-size fixes the grid" in err and "takes 336x336" in err and "drop --image-size" in err
+    assert not (tmp_path / "out").exists()
