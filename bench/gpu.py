@@ -27,8 +27,8 @@ import torch
 
 from zipvlm.bench.report import GPU_COLUMNS, markdown_table, save_gpu_plot
 from zipvlm.bench.vision import TOWERS, TowerShape, build_random
-from zipvlm.models.llava import AllTokens, VisionGraph
-from zipvlm.models.visionzip import VisionZip, VisionZipConfig
+from zipvlm.models.llava import VisionGraph
+from zipvlm.models.visionzip import AllTokens, VisionZip, VisionZipConfig
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ def prepare(name: str, spec: TinySpec, plan: BenchPlan, cache: Path) -> Prepared
             print(f"[{name}] vision graph, {tokens} tokens", file=sys.stderr)
             with tempfile.TemporaryDirectory(dir=root) as work:
                 path = export_vision_graph(
-                    load_vision_graph(llava, selection), spec.image_size, Path(work) / "vision.onnx"
+                    load_vision_graph(llava, selection), (spec.image_size,) * 2, Path(work) / "vision.onnx"
                 )
                 path.rename(graphs[tokens])
     return Prepared(bundles, graphs, llava.config.text_config.vocab_size)

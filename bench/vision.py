@@ -181,7 +181,7 @@ def bench_tower(
     tower, projector, spec = build_random(shape, attn="sdpa")
     selector = VisionZip(zip_config, spec.num_tokens, spec.has_cls)
     graph = VisionGraph(tower, projector, spec, selector).eval()
-    zip_path = export_vision_graph(graph, shape.image_size, workdir / "vision.onnx")
+    zip_path = export_vision_graph(graph, (shape.image_size,) * 2, workdir / "vision.onnx")
     plain_path = workdir / "encoder.onnx"
     with quiet_exporter(), torch.no_grad():
         batch = torch.export.Dim("batch", min=1, max=64)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
@@ -86,6 +87,8 @@ def build_decoder(lm_folder: Path, out: Path, quant: str) -> dict:
     Moves the graph into `out` as decoder.onnx (+ decoder.onnx.data) and returns the
     builder's genai config.
     """
+    if quant not in QUANT_PRECISION:
+        raise ExportError(f"--quant {quant} is not supported (choose from {', '.join(QUANT_PRECISION)})")
     with tempfile.TemporaryDirectory(prefix="zipvlm-builder-") as work:
         command = [
             sys.executable,
@@ -184,12 +187,22 @@ def pipeline_config(config: dict, eos_token_ids: list[int], threads: int) -> dic
     return config
 
 
+def language_graphs(quant: str) -> dict[str, dict[str, Any]]:
+    """The manifest's entries for decoder.onnx and embed.onnx."""
+    return {
+        DECODER_GRAPH: {
+            "dtype": "float32",
+            "quantization": quant,
+            "inputs": "inputs_embeds, attention_mask, past_key_values.*",
+        },
+        EMBED_GRAPH: {"dtype": "float32", "quantization": "none", "inputs": "input_ids, visual_embeds"},
+    }
+
+
 def export_language(
     folder: LlavaFolder, out: Path, quant: str, eos_token_ids: list[int], threads: int = 2
 ) -> None:
     """Write decoder.onnx (+ .data), embed.onnx and genai_config.json into `out`."""
-    if quant not in QUANT_PRECISION:
-        raise ExportError(f"--quant {quant} is not supported (choose from {', '.join(QUANT_PRECISION)})")
     with tempfile.TemporaryDirectory(prefix="zipvlm-lm-") as work:
         lm = write_language_model_folder(folder, Path(work))
         config = build_decoder(lm.path, out, quant)

@@ -1,8 +1,10 @@
 """`--fp16`: a half-precision vision graph whose token selection stays in float32.
 
-The encoder layers before L, the embeddings and the projector run in float16;
-layer L (which produces the attention scores and keys) and VisionZip stay in
-float32, because float16 scores tie and reorder far more often. Inputs and
+The layers that do not produce the selection's signals run in float16 (LLaVA:
+the embeddings, the layers before L and the projector; Qwen2.5-VL: every block
+but the probe block, and the merger); the layer that produces the attention
+scores and keys and VisionZip stay in float32, because float16 scores tie and
+reorder far more often. Inputs and
 outputs stay float32, so the runtime feeds both graphs the same way. The
 converter appends its input casts after their readers and leaves the old
 float32 types of converted tensors in value_info: the nodes are sorted again
@@ -24,8 +26,6 @@ from zipvlm.export.onnx_io import save_model
 from zipvlm.export.verify import run_onnx
 from zipvlm.runtime.agreement import keep_iou, shared_token_cosine
 
-# Module scopes (from the exporter's node metadata) that may run in float16.
-HALF_SCOPES = ("trunk.embeddings", "trunk.pre_norm", "trunk.layers.", "projector")
 SCOPE_KEY = "pkg.torch.onnx.name_scopes"
 
 
@@ -44,11 +44,12 @@ class Fp16Result:
     cosine: float
 
 
-def _runs_in_half(node: onnx.NodeProto) -> bool:
+def _runs_in_half(node: onnx.NodeProto, half_scopes: tuple[str, ...]) -> bool:
+    """Whether the exporter's node metadata puts `node` inside one of the module scopes."""
     for prop in node.metadata_props:
         if prop.key == SCOPE_KEY:
             scopes = ast.literal_eval(prop.value)
-            return any(scope.startswith(HALF_SCOPES) for scope in scopes)
+            return any(scope.startswith(half_scopes) for scope in scopes)
     return False
 
 
@@ -72,12 +73,13 @@ def sort_topologically(graph: onnx.GraphProto) -> None:
     graph.node.extend(ordered)
 
 
-def convert_to_fp16(source: Path, target: Path) -> Path:
-    """Write `target`: `source` with the HALF_SCOPES nodes converted to float16."""
+def convert_to_fp16(source: Path, target: Path, half_scopes: tuple[str, ...]) -> Path:
+    """Write `target`: `source` with the nodes of the modules in `half_scopes` converted to
+    float16 (the family's layers before its selection's signals, and after it)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(source))
-    keep_float = [node.name for node in model.graph.node if not _runs_in_half(node)]
+    keep_float = [node.name for node in model.graph.node if not _runs_in_half(node, half_scopes)]
     half = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep_float)
     sort_topologically(half.graph)
     del half.graph.value_info[:]  # stale float32 types of converted tensors; shape inference redoes them

@@ -1,4 +1,4 @@
-"""`zipvlm export`: a LLaVA folder in, a verified bundle out, one log line per stage.
+"""`zipvlm export`: a model folder in, a verified bundle out, one log line per stage.
 
 The bundle is written to a temporary sibling directory and moved into place only
 after every check passed, so a failed export never leaves a half bundle or
@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zipvlm.bundle.errors import ArgumentError
-from zipvlm.bundle.format import DECODER_GRAPH, EMBED_GRAPH, FLOAT_GRAPH, FP16_GRAPH, is_bundle
+from zipvlm.bundle.format import DECODER_GRAPH, FLOAT_GRAPH, FP16_GRAPH, is_bundle
 from zipvlm.bundle.graph_checks import check_vision_graph
-from zipvlm.export.decoder import export_language
+from zipvlm.export.family import GraphEntries, open_family
 from zipvlm.export.fp16 import FP16_TOLERANCE, convert_to_fp16, verify_fp16
-from zipvlm.export.manifest import copy_model_files, describe_bundle, eos_token_ids
+from zipvlm.export.manifest import copy_model_files
 from zipvlm.export.verify import sample_pixels, verify_against_torch
 from zipvlm.export.vision import export_vision_graph
-from zipvlm.models.llava import image_token_count, load_vision_graph, open_llava_folder
 from zipvlm.models.visionzip import VisionZipConfig
 
 log = logging.getLogger("zipvlm.export")
@@ -34,7 +33,7 @@ VERIFY_BATCH = 2
 
 @dataclass(frozen=True)
 class ExportOptions:
-    model: Path  # the user's local Hugging Face LLaVA folder
+    model: Path  # the user's local Hugging Face folder
     out: Path  # bundle directory to write
     zip: VisionZipConfig | None  # None: every token, the model's own selection (--no-zip)
     fp16: bool = False  # also write vision.fp16.onnx
@@ -75,27 +74,9 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
     """Load, trace, check, verify and write the bundle; raise ZipvlmError on user errors."""
     check_out_dir(options.out)
     with stage("load") as note:
-        folder = open_llava_folder(options.model)
-        if options.image_size is not None:
-            side = folder.tower.image_size
-            raise ArgumentError(
-                f"--image-size fixes the grid of models whose input size varies; this folder's "
-                f"{folder.tower.family} tower always takes {side}x{side} (every frame is resized to it): "
-                "drop --image-size"
-            )
-        graph = load_vision_graph(folder, options.zip)
-        tower = folder.tower
-        num_image_tokens = image_token_count(folder, options.zip)
-        keeps = (
-            f"keep D={options.zip.dominant} + C={options.zip.contextual}"
-            if options.zip
-            else f"no VisionZip ('{folder.select_strategy}' selection)"
-        )
-        note.append(
-            f"{tower.family} tower, {tower.num_tokens} tokens, layer {tower.layer_index + 1} of "
-            f"{tower.num_layers}; {keeps}: {num_image_tokens} tokens -> "
-            f"{folder.llm_hidden_size}-wide LLM"
-        )
+        family = open_family(options.model, options.image_size)
+        graph = family.vision_graph(options.zip)
+        note.append(family.load_note(options.zip))
 
     options.out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{options.out.name}.", dir=options.out.parent))
@@ -103,11 +84,11 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
     try:
         vision = work / FLOAT_GRAPH
         with stage("trace") as note:
-            export_vision_graph(graph, tower.image_size, vision)
+            export_vision_graph(graph, family.input_hw, vision)
             note.append(f"saved {vision.name} ({human_size(vision)})")
-        eos = eos_token_ids(folder.path, folder.config.text_config)
-        graphs = {FLOAT_GRAPH: {"dtype": "float32", "quantization": "none"}}
-        bundle = describe_bundle(work, folder, options.zip, num_image_tokens, eos, graphs)
+        eos = family.eos_token_ids()
+        graphs: GraphEntries = {FLOAT_GRAPH: {"dtype": "float32", "quantization": "none"}}
+        bundle = family.describe(work, options.zip, eos, graphs)  # `graphs` grows with each stage
         expected = bundle.vision_io()
         with stage("check") as note:
             report = check_vision_graph(vision, expected)
@@ -116,7 +97,7 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
                 f"Compress/Unique; TopK x{report.op_counts.get('TopK', 0)} with constant K; "
                 f"static shapes but batch"
             )
-        pixels = sample_pixels(VERIFY_BATCH, tower.image_size)
+        pixels = sample_pixels(VERIFY_BATCH, family.input_hw)
         with stage("verify") as note:
             result = verify_against_torch(graph, vision, pixels)
             note.append(
@@ -125,7 +106,7 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
             )
         if options.fp16:
             with stage("fp16") as note:
-                half = convert_to_fp16(vision, work / FP16_GRAPH)
+                half = convert_to_fp16(vision, work / FP16_GRAPH, family.half_scopes)
                 check_vision_graph(half, expected)  # what TensorRT 11 builds FP16 plans from
                 fp16 = verify_fp16(vision, half, pixels.numpy())
                 note.append(
@@ -135,26 +116,18 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
                 )
             graphs[FP16_GRAPH] = {"dtype": "float16", "quantization": "none", "io_dtype": "float32"}
         with stage("decoder") as note:
-            export_language(folder, work, options.quant, eos)
-            decoder = work / "decoder.onnx"
+            language = family.export_language(work, options.quant, eos)
+            decoder = work / DECODER_GRAPH
             weights = work / "decoder.onnx.data"
+            stages = [name for name in language if name != DECODER_GRAPH]
             note.append(
                 f"saved decoder.onnx ({human_size(weights if weights.exists() else decoder)}, "
                 f"{options.quant if options.quant != 'none' else 'float32'} weights) and "
-                "embed.onnx, chained in genai_config.json"
+                f"{' and '.join(stages)}, chained in genai_config.json"
             )
-        graphs[DECODER_GRAPH] = {
-            "dtype": "float32",
-            "quantization": options.quant,
-            "inputs": "inputs_embeds, attention_mask, past_key_values.*",
-        }
-        graphs[EMBED_GRAPH] = {
-            "dtype": "float32",
-            "quantization": "none",
-            "inputs": "input_ids, visual_embeds",
-        }
+        graphs.update(language)
         with stage("bundle") as note:
-            copy_model_files(folder.path, work)
+            copy_model_files(family.path, work)
             written = bundle.write()
             _replace_dir(work, options.out)
             note.append(f"manifest.json with sha256 of {len(written.files)} files -> {options.out}")

@@ -21,10 +21,10 @@ class VerifyResult:
     batch: int
 
 
-def sample_pixels(batch: int, image_size: int, seed: int = 0) -> torch.Tensor:
-    """Deterministic normalised-looking images, different per batch item."""
+def sample_pixels(batch: int, input_hw: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """Deterministic normalised-looking images of (height, width), different per batch item."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 3, image_size, image_size, generator=generator)
+    return torch.randn(batch, 3, *input_hw, generator=generator)
 
 
 def run_onnx(path: Path, pixels: np.ndarray, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 
 from zipvlm.export.onnx_io import PROTOBUF_LIMIT
-from zipvlm.models.llava import VisionGraph
 
 OPSET = 18  # torch 2.13's exporter writes 18 whatever is asked; TensorRT 10 reads it
 INPUT_NAMES = ["pixel_values"]
@@ -33,13 +32,14 @@ def quiet_exporter() -> Iterator[None]:
         exporter_log.setLevel(level)
 
 
-def export_vision_graph(graph: VisionGraph, image_size: int, path: Path) -> Path:
-    """Export with torch's dynamo exporter; weights go to external data near 2 GB.
+def export_vision_graph(graph: torch.nn.Module, input_hw: tuple[int, int], path: Path) -> Path:
+    """Export a vision graph module taking pixel_values (B, 3, H, W) with torch's dynamo exporter;
+    weights go to external data near 2 GB.
 
     The example has batch 2: a batch-1 example with a dynamic batch dim silently
     exports a static batch of 1.
     """
-    example = torch.zeros(2, 3, image_size, image_size)
+    example = torch.zeros(2, 3, *input_hw)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with quiet_exporter(), torch.no_grad():
         program = torch.onnx.export(

@@ -1,4 +1,4 @@
-"""Read selected tensors from a Hugging Face safetensors checkpoint (single or sharded).
+"""Read a Hugging Face folder's config.json and selected tensors of its safetensors checkpoint.
 
 Checkpoints name the same weight differently across transformers versions
 (`vision_tower.vision_model.encoder...` in older llava-hf files,
@@ -11,16 +11,38 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from zipvlm.bundle.errors import ModelFolderError
+
+# Every family zipvlm exports, as one clause of an error message.
+SUPPORTED_FOLDERS = (
+    "supported: LLaVA ('llava': LLaVA-1.5 with a CLIP tower, llava-interleave / SigLIP LLaVAs)"
+)
 
 
 @dataclass
 class VisionTensors:
     tower: dict[str, torch.Tensor]  # names relative to the vision tower module
     projector: dict[str, torch.Tensor]  # names relative to the projector module
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """A model folder's config.json, with one clear line for a wrong path or a broken file."""
+    if not folder.is_dir():
+        raise ModelFolderError(f"model folder not found: {folder}")
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ModelFolderError(f"{folder} has no config.json: point --model at a Hugging Face model folder")
+    try:
+        config = json.loads(config_file.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelFolderError(f"{config_file} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise ModelFolderError(f"{config_file} is not a JSON object")
+    return config
 
 
 def checkpoint_files(folder: Path) -> list[Path]:

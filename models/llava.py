@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from zipvlm.bundle.errors import ModelFolderError
-from zipvlm.models.checkpoint import read_tensors
+from zipvlm.models.checkpoint import SUPPORTED_FOLDERS, read_config, read_tensors
 from zipvlm.models.encoders import EncoderTrunk, TowerSpec, tower_spec
-from zipvlm.models.visionzip import VisionZip, VisionZipConfig
+from zipvlm.models.visionzip import AllTokens, VisionZip, VisionZipConfig
 
 SUPPORTED_MODEL_TYPES = ("llava",)
 TOWER_PREFIXES = (
@@ -52,21 +52,9 @@ class LlavaFolder:
 def open_llava_folder(path: Path) -> LlavaFolder:
     """Validate a local Hugging Face LLaVA folder without loading weights."""
     path = Path(path)
-    if not path.is_dir():
-        raise ModelFolderError(f"model folder not found: {path}")
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise ModelFolderError(f"{path} has no config.json: point --model at a Hugging Face model folder")
-    try:
-        raw = json.loads(config_file.read_text())
-    except ValueError as exc:
-        raise ModelFolderError(f"{config_file} is not valid JSON ({exc})") from None
-    model_type = raw.get("model_type")
+    model_type = read_config(path).get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ModelFolderError(
-            f"{path} holds a '{model_type}' model; supported: LLaVA ('llava': LLaVA-1.5 with a "
-            "CLIP tower, llava-interleave / SigLIP LLaVAs)"
-        )
+        raise ModelFolderError(f"{path} holds a '{model_type}' model; {SUPPORTED_FOLDERS}")
     from transformers import LlavaConfig
 
     config = LlavaConfig.from_pretrained(path)
@@ -142,23 +130,6 @@ def _rebuild_buffer(owner: nn.Module, name: str, buffer: torch.Tensor) -> torch.
     if name == "position_ids":
         return torch.arange(buffer.shape[-1]).expand(buffer.shape)
     raise ModelFolderError(f"cannot rebuild buffer '{name}' of {type(owner).__name__}")
-
-
-class AllTokens(nn.Module):
-    """The model's own selection (`--no-zip`): every token of layer L, minus CLS under 'default'.
-
-    Same interface as VisionZip, so a full-token bundle runs the very same code.
-    """
-
-    def __init__(self, num_tokens: int, drop_cls: bool):
-        super().__init__()
-        self.start = int(drop_cls)
-        self.register_buffer("kept", torch.arange(self.start, num_tokens), persistent=False)
-
-    def forward(
-        self, hidden: torch.Tensor, scores: torch.Tensor, keys: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return hidden[:, self.start :], self.kept.expand(hidden.shape[0], -1)
 
 
 def image_token_count(folder: LlavaFolder, zip_config: VisionZipConfig | None) -> int:

@@ -131,3 +131,20 @@ def _take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """values[b, index[b, i], :] for a (B, N, F) tensor and a (B, M) index."""
     expanded = index.unsqueeze(-1).expand(-1, -1, values.shape[-1])
     return torch.gather(values, 1, expanded)
+
+
+class AllTokens(nn.Module):
+    """The model's own selection (`--no-zip`): every token, minus CLS where the model drops it.
+
+    Same interface as VisionZip, so a full-token bundle runs the very same code.
+    """
+
+    def __init__(self, num_tokens: int, drop_cls: bool):
+        super().__init__()
+        self.start = int(drop_cls)
+        self.register_buffer("kept", torch.arange(self.start, num_tokens), persistent=False)
+
+    def forward(
+        self, hidden: torch.Tensor, scores: torch.Tensor, keys: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return hidden[:, self.start :], self.kept.expand(hidden.shape[0], -1)

@@ -191,12 +191,13 @@ def test_with_tensorrt_10_but_no_gpu_the_build_stops_with_one_line(bundle, tenso
 
 def test_tensorrt_11_builds_fp16_from_the_float16_graph(bundle, tensorrt_stand_in, capsys):
     from zipvlm.export.fp16 import convert_to_fp16
+    from zipvlm.export.llava import HALF_SCOPES
 
     tensorrt_stand_in("11.4.0.106")
     argv = ["engine", "--bundle", str(bundle), "--target", "x86"]
     err, out = one_line_error(capsys, argv)
     assert "strongly typed" in err and "zipvlm export ... --fp16" in err and out == ""
-    convert_to_fp16(bundle / "vision.onnx", bundle / "vision.fp16.onnx")
+    convert_to_fp16(bundle / "vision.onnx", bundle / "vision.fp16.onnx", HALF_SCOPES)
     rehash(bundle)
     err, out = one_line_error(capsys, argv)
     assert out.startswith(

@@ -14,6 +14,7 @@ from reference import reference_visionzip
 from zipvlm.bundle.errors import ExportError
 from zipvlm.bundle.graph_checks import FORBIDDEN_OPS, check_vision_graph
 from zipvlm.export.fp16 import convert_to_fp16, verify_fp16
+from zipvlm.export.llava import HALF_SCOPES
 from zipvlm.export.verify import run_onnx, verify_against_torch
 from zipvlm.export.vision import export_vision_graph
 from zipvlm.models.llava import load_vision_graph, open_llava_folder
@@ -25,7 +26,7 @@ ALL_CASES = [(family, d, c) for family in FAMILIES for d, c in cases_for(family)
 
 def export(folder: Path, dominant: int, contextual: int, out: Path):
     graph = load_vision_graph(open_llava_folder(folder), VisionZipConfig(dominant, contextual))
-    return graph, export_vision_graph(graph, 336, out / "vision.onnx")
+    return graph, export_vision_graph(graph, (336, 336), out / "vision.onnx")
 
 
 @pytest.mark.parametrize(("family", "dominant", "contextual"), ALL_CASES)
@@ -106,7 +107,7 @@ def test_verify_reports_max_difference_and_equal_indices(exported):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fp16_graph_stays_within_stated_tolerance(exported, tmp_path, family):
     _, path = exported[family]
-    half = convert_to_fp16(path, tmp_path / "vision.fp16.onnx")
+    half = convert_to_fp16(path, tmp_path / "vision.fp16.onnx", HALF_SCOPES)
     result = verify_fp16(path, half, pixels(2, seed=4).numpy())
     assert result.keep_iou >= 0.9 and result.cosine >= 0.99
     onnx.checker.check_model(str(half), full_check=True)  # topologically sorted, as TensorRT reads it
