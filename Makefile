@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(VENV)/bin/zipvlm demo
+	$(VENV)/bin/zipvlm demo --family qwen2.5-vl --seconds 5
 
 # The whole suite (what CI runs); test-fast skips the tests marked slow, for the edit loop.
 test: install
@@ -26,12 +27,13 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 # Vision graph, the language side (builds its real-size bundles on the first run), the INT8
-# vision graph, then streaming (which streams the INT8 bench's bundle too).
+# vision graph, then streaming (which streams the INT8 bench's bundle too), then Qwen2.5-VL-3B.
 bench: install
 	$(PY) -m zipvlm.bench.vision
 	$(PY) -m zipvlm.bench.language
 	$(PY) -m zipvlm.bench.int8
 	$(PY) -m zipvlm.bench.stream
+	$(PY) -m zipvlm.bench.qwen
 
 # Vision + prefill in PyTorch FP16 on a CUDA GPU (PyPI's torch wheel for Linux is a CUDA build; not part of `bench`).
 bench-gpu: install

@@ -125,7 +125,9 @@ def prepare(name: str, spec: TinySpec, plan: BenchPlan, cache: Path) -> Prepared
     return Prepared(bundles, graphs, llava.config.text_config.vocab_size)
 
 
-def time_bundle(bundle: Path, graphs: dict[int, Path], plan: BenchPlan, time_vision: bool) -> dict:
+def time_bundle(
+    bundle: Path, graphs: dict[int, Path], repeats: int, new_tokens: int, threads: int, time_vision: bool
+) -> dict:
     """Run zipvlm.bench.runtime_timing in a fresh interpreter and read its JSON."""
     command = [
         sys.executable,
@@ -134,11 +136,11 @@ def time_bundle(bundle: Path, graphs: dict[int, Path], plan: BenchPlan, time_vis
         "--bundle",
         str(bundle),
         "--repeats",
-        str(plan.repeats),
+        str(repeats),
         "--new-tokens",
-        str(plan.new_tokens),
+        str(new_tokens),
         "--threads",
-        str(plan.threads),
+        str(threads),
     ]
     command += [arg for tokens, path in graphs.items() for arg in ("--vision", f"{tokens}={path}")]
     if time_vision:
@@ -160,7 +162,9 @@ def vm_hwm_kb(pid: int) -> int:
     return 0
 
 
-def run_peak_rss_mb(bundle: Path, workdir: Path, new_tokens: int) -> float:
+def run_peak_rss_mb(
+    bundle: Path, workdir: Path, new_tokens: int, frame_shape: tuple[int, int, int] | None = None
+) -> float:
     """Peak RSS of one `zipvlm run` on `bundle` (load, one frame, one answer).
 
     Read from the child's own VmHWM while it runs, not from wait4's ru_maxrss: the child
@@ -169,10 +173,10 @@ def run_peak_rss_mb(bundle: Path, workdir: Path, new_tokens: int) -> float:
     """
     import cv2
 
-    from zipvlm.bench.runtime_timing import QUESTION, camera_frame
+    from zipvlm.bench.runtime_timing import FRAME_SHAPE, QUESTION, camera_frame
 
     frame = workdir / "frame.png"
-    cv2.imwrite(str(frame), camera_frame())
+    cv2.imwrite(str(frame), camera_frame(frame_shape or FRAME_SHAPE))
     command = [
         sys.executable,
         "-m",
@@ -270,7 +274,14 @@ def run(plan: BenchPlan, cache: Path) -> list[dict]:
         vision: dict[int, dict] = {}
         for quant in plan.quants:
             print(f"[{name}] timing --quant {quant}", file=sys.stderr)
-            timing = time_bundle(prepared.bundles[quant], prepared.graphs, plan, time_vision=not vision)
+            timing = time_bundle(
+                prepared.bundles[quant],
+                prepared.graphs,
+                plan.repeats,
+                plan.new_tokens,
+                plan.threads,
+                time_vision=not vision,
+            )
             vision = vision or {row["image_tokens"]: row for row in timing["rows"]}
             rss = run_peak_rss_mb(prepared.bundles[quant], cache, plan.new_tokens)
             rows += rows_for(name, spec, quant, timing, vision, prepared.vocab, rss)

@@ -64,6 +64,12 @@ LANGUAGE_COLUMNS = (
     ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
 )
 
+# Qwen2.5-VL's bench: one decoder (int4), so the camera instead of the decoder and its weights.
+QWEN_COLUMNS = (
+    ("camera", "camera", "{}"),
+    *(column for column in LANGUAGE_COLUMNS if column[0] not in ("decoder", "quant", "flop_ceiling")),
+)
+
 STREAM_COLUMNS = (
     ("setting", "setting", "{}"),
     ("image_tokens", "image tokens", "{}"),

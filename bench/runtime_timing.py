@@ -5,7 +5,8 @@ runtime alone (nothing of the exporter is imported). For each vision
 graph given (one per token count) it computes the image embeddings, then times
 the runtime's own generator: prefill of the chat prompt with the K image tokens,
 the first token, and decoding. With --time-vision it also times preprocessing
-and the vision graph.
+and the vision graph. A Qwen2.5-VL bundle is timed with its own vision graph on a
+frame of its camera's size, its prompt at the 3D positions of the kept tokens.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 from zipvlm.runtime.backends.ort import OrtVisionRunner
 from zipvlm.runtime.generation import GenerationOptions
+from zipvlm.runtime.mrope import RopePositions
 from zipvlm.runtime.pipeline import BundlePipeline
 from zipvlm.runtime.preprocess import pixel_values
 from zipvlm.runtime.prompt import PromptBuilder
@@ -29,12 +31,18 @@ QUESTION = "What is in front of the robot, and is the path clear?"
 FRAME_SHAPE = (480, 640, 3)  # a VGA camera frame
 
 
-def camera_frame() -> np.ndarray:
+def camera_frame(shape: tuple[int, int, int] = FRAME_SHAPE) -> np.ndarray:
     """A smooth BGR frame with some texture; latency does not depend on its content."""
     rng = np.random.default_rng(0)
-    rows, cols = np.mgrid[0 : FRAME_SHAPE[0], 0 : FRAME_SHAPE[1]]
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
     base = (rows[..., None] * [1, 2, 3] + cols[..., None] * [3, 1, 2]) % 256
-    return (base + rng.integers(0, 32, FRAME_SHAPE)).clip(0, 255).astype(np.uint8)
+    return (base + rng.integers(0, 32, shape)).clip(0, 255).astype(np.uint8)
+
+
+def bundle_frame_shape(bundle) -> tuple[int, int, int]:
+    """The frame a bundle is timed on: its camera's size where it fixed one (Qwen2.5-VL), else VGA."""
+    qwen = bundle.qwen
+    return (qwen.camera_height, qwen.camera_width, 3) if qwen is not None else FRAME_SHAPE
 
 
 def median_ms(run, repeats: int) -> float:
@@ -49,7 +57,12 @@ def median_ms(run, repeats: int) -> float:
 
 
 def time_generation(
-    pipeline: BundlePipeline, embeds: np.ndarray, ids: list[int], new_tokens: int, repeats: int
+    pipeline: BundlePipeline,
+    embeds: np.ndarray,
+    ids: list[int],
+    new_tokens: int,
+    repeats: int,
+    positions: RopePositions | None = None,
 ) -> dict[str, float]:
     """Median prefill ms, first-token ms (prefill + first sample) and decode tokens/s."""
     context = len(ids) + new_tokens
@@ -59,7 +72,9 @@ def time_generation(
     for round_ in range(repeats + 1):  # round 0 warms up
         clock = time.perf_counter
         start = clock()
-        generator, _visual = pipeline.generator(embeds, options, context, min_length=context)
+        generator, _bound = pipeline.generator(
+            embeds, options, context, min_length=context, positions=positions
+        )
         generator.append_tokens(np.asarray(ids, dtype=np.int32))
         prefilled = clock()
         generator.generate_next_token()
@@ -83,21 +98,24 @@ def measure(
     start = time.perf_counter()
     pipeline = BundlePipeline.open(bundle, threads=threads)
     load_s = time.perf_counter() - start
-    frame = camera_frame()
+    frame = camera_frame(bundle_frame_shape(pipeline.bundle))
     rows = []
     for tokens, graph in graphs.items():
         vision = OrtVisionRunner.open(graph, "cpu", threads)
         pixels = pixel_values(frame, pipeline.bundle)
-        embeds = vision(pixels).image_embeds
+        embeds, keep = vision(pixels)
         if embeds.shape[1] != tokens:
             raise SystemExit(f"{graph} gives {embeds.shape[1]} image tokens, expected {tokens}")
+        if pipeline.bundle.qwen is not None and tokens != pipeline.num_image_tokens:
+            raise SystemExit(f"{bundle} places its own {pipeline.num_image_tokens} image tokens only")
         prompts = PromptBuilder(pipeline.bundle, tokens)
         ids = prompts.encode(prompts.chat_text(QUESTION))
+        positions = pipeline.positions(ids, keep)
         row = {"image_tokens": tokens, "prompt_tokens": len(ids)}
         if time_vision:
             row["preprocess_ms"] = median_ms(partial(pixel_values, frame, pipeline.bundle), repeats)
             row["vision_ms"] = median_ms(partial(vision, pixels), repeats)
-        row.update(time_generation(pipeline, embeds, ids, new_tokens, repeats))
+        row.update(time_generation(pipeline, embeds, ids, new_tokens, repeats, positions))
         rows.append(row)
     return {"load_s": load_s, "rows": rows}
 

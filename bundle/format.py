@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from zipvlm.bundle.errors import BundleError
+from zipvlm.bundle.grid import PatchGrid
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -31,6 +32,9 @@ ENGINES_DIR = "engines"
 FLOAT_GRAPH, FP16_GRAPH = "vision.onnx", "vision.fp16.onnx"
 INT8_GRAPH, FP8_GRAPH = "vision.int8.onnx", "vision.fp8.onnx"
 EMBED_GRAPH, DECODER_GRAPH = "embed.onnx", "decoder.onnx"
+# Qwen2.5-VL: the genai stage turning genai's 1D positions into the prompt's 3D ones, and the
+# decoder input that takes them (docs/design.md, "Positions").
+POSITIONS_GRAPH, MROPE_INPUT = "positions.onnx", "mrope_position_ids"
 GENERATOR = "onnxruntime-genai decoder-pipeline (genai_config.json)"
 RESAMPLE_FILTERS = ("bicubic", "bilinear")  # what the runtime's Pillow-identical resize implements
 _HASH_CHUNK = 1 << 20
@@ -40,11 +44,11 @@ _HASH_CHUNK = 1 << 20
 class VisionSection:
     """The tower the vision graph was cut from (manifest key `vision`)."""
 
-    tower: str  # "clip" or "siglip"
+    tower: str  # "clip", "siglip" or "qwen2_5_vl"
     has_cls: bool
-    image_size: int  # S: the graph takes [B, 3, S, S]
+    image_size: int  # S: the graph takes [B, 3, S, S]; 0 on Qwen2.5-VL, whose input is not square
     patch_size: int
-    num_tokens: int  # N: the tower's tokens at layer L (CLS included)
+    num_tokens: int  # N: the tower's tokens at layer L (CLS included; Qwen2.5-VL: merged tokens)
     feature_layer: int  # the folder's vision_feature_layer
     layer_index: int  # 0-based layer L, the last that runs
 
@@ -68,7 +72,7 @@ class SelectionSection:
 class PreprocessSpec:
     """The image processor's steps as plain data (manifest key `preprocess`)."""
 
-    image_size: int
+    image_size: int  # S, the square the steps end in; 0 on Qwen2.5-VL (resize: the grid's size)
     convert_rgb: bool
     pad_to_square: bool
     resize: Mapping[str, int] | None  # {"shortest_edge": n} or {"height": h, "width": w}
@@ -97,6 +101,34 @@ class LanguageSection:
     image_token_id: int
     eos_token_ids: tuple[int, ...]  # the same list genai_config.json stops on
     chat_template: str | None
+
+
+@dataclass(frozen=True)
+class QwenSection:
+    """A Qwen2.5-VL bundle's fixed grid, its preprocessing bounds and its 3D positions
+    (manifest key `qwen`; absent from LLaVA bundles)."""
+
+    camera_width: int  # the frame size given to export --image-size
+    camera_height: int
+    image_width: int  # the graph's input: the camera frame as the processor resizes it
+    image_height: int
+    patch_size: int
+    merge_size: int
+    temporal_patch_size: int  # a still image fills its temporal patch with copies of itself
+    min_pixels: int  # the processor's bounds on the resized area (preprocessor_config.json)
+    max_pixels: int
+    window_size: int  # window attention's side in pixels
+    probe_block: int  # the last full-attention block: VisionZip's scores and keys
+    mrope_section: tuple[int, int, int]  # rotary dims per (t, h, w) axis in the language model
+    vision_start_token_id: int
+    vision_end_token_id: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mrope_section", tuple(self.mrope_section))
+
+    @property
+    def grid(self) -> PatchGrid:
+        return PatchGrid(self.image_height, self.image_width, self.patch_size, self.merge_size)
 
 
 @dataclass(frozen=True)
@@ -146,6 +178,7 @@ class Bundle:
     graphs: Mapping[str, Mapping[str, Any]]  # file name -> dtype, quantization, ...
     files: Mapping[str, str] = field(default_factory=dict)  # file name -> sha256
     generator: str = GENERATOR
+    qwen: QwenSection | None = None  # Qwen2.5-VL: the grid and 3D positions
 
     @classmethod
     def open(cls, path: Path, verify_hashes: bool = True) -> Bundle:
@@ -180,6 +213,9 @@ class Bundle:
             graphs=_section(manifest, "graphs", path),
             files=files,
             generator=str(manifest.get("generator", GENERATOR)),
+            qwen=_typed(QwenSection, _section(manifest, "qwen", path), "qwen", path)
+            if "qwen" in manifest
+            else None,
         )
 
     def manifest(self) -> dict[str, Any]:
@@ -203,6 +239,11 @@ class Bundle:
             "chat_template": language["chat_template"],
             "graphs": {name: dict(entry) for name, entry in self.graphs.items()},
             "files": dict(self.files),
+            **(
+                {"qwen": {**dataclasses.asdict(self.qwen), "mrope_section": list(self.qwen.mrope_section)}}
+                if self.qwen
+                else {}
+            ),
         }
 
     def write(self) -> Bundle:
@@ -253,9 +294,11 @@ class Bundle:
 
     def vision_io(self) -> dict[str, list]:
         """The vision graph's inputs and outputs, shape per name (None: the dynamic batch)."""
-        size = self.vision.image_size
+        height = width = self.vision.image_size
+        if self.qwen is not None:
+            height, width = self.qwen.image_height, self.qwen.image_width
         return {
-            "pixel_values": [None, 3, size, size],
+            "pixel_values": [None, 3, height, width],
             "image_embeds": [None, self.selection.num_image_tokens, self.language.hidden_size],
             "keep_indices": [None, self.selection.kept_width],
         }

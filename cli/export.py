@@ -14,19 +14,22 @@ MAX_SIDE = 8192  # --image-size: larger than any camera a robot streams from
 def register(commands) -> None:
     export = commands.add_parser(
         "export",
-        help="export a local LLaVA folder to a bundle (vision.onnx with VisionZip inside)",
+        help="export a local LLaVA or Qwen2.5-VL folder to a bundle (vision.onnx with VisionZip inside)",
         description=(
-            "Export a local Hugging Face LLaVA folder (CLIP or SigLIP tower) to a bundle: "
-            "vision.onnx = encoder up to the feature layer + VisionZip + projector, "
-            "checked for TensorRT-safe ops and verified against PyTorch."
+            "Export a local Hugging Face folder (LLaVA-1.5 with a CLIP or SigLIP tower, or Qwen2.5-VL) "
+            "to a bundle: vision.onnx = the vision encoder + VisionZip (+ projector), checked for "
+            "TensorRT-safe ops and verified against PyTorch; the language model with its KV cache."
         ),
     )
-    export.add_argument("--model", type=Path, required=True, help="local Hugging Face LLaVA folder")
+    export.add_argument(
+        "--model", type=Path, required=True, help="local Hugging Face folder (LLaVA or Qwen2.5-VL)"
+    )
     export.add_argument(
         "--dominant",
         type=int,
         metavar="D",
-        help=f"tokens kept by attention, CLS included on CLIP (default {DEFAULT_DOMINANT})",
+        help=f"tokens kept by attention, CLS included on CLIP, merged tokens on Qwen2.5-VL "
+        f"(default {DEFAULT_DOMINANT})",
     )
     export.add_argument(
         "--contextual",
@@ -56,7 +59,8 @@ def register(commands) -> None:
         type=image_size,
         metavar="WxH",
         help="the camera's frame size, e.g. 640x480: fixes the patch grid of models whose input size "
-        "varies (Qwen2.5-VL, LLaVA-NeXT/OneVision), so the vision graph stays static",
+        "varies (Qwen2.5-VL: resized as its processor does, default 448x448), so the vision graph "
+        "stays static",
     )
     export.set_defaults(handler=run_export)
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from zipvlm.bundle.errors import ExportError
-from zipvlm.bundle.format import DECODER_GRAPH, EMBED_GRAPH, GENAI_CONFIG
+from zipvlm.bundle.format import DECODER_GRAPH, EMBED_GRAPH, GENAI_CONFIG, MROPE_INPUT, POSITIONS_GRAPH
 from zipvlm.export.vision import OPSET, quiet_exporter
 from zipvlm.models.language import write_language_model_folder
 from zipvlm.models.llava import LlavaFolder
@@ -157,8 +157,9 @@ def _move_graph(source: Path, target: Path) -> None:
     onnx.save_model(model, str(target))
 
 
-def pipeline_config(config: dict, eos_token_ids: list[int], threads: int) -> dict:
-    """Turn the builder's decoder config into embed -> decoder "decoder-pipeline" stages."""
+def pipeline_config(config: dict, eos_token_ids: list[int], threads: int, positions: bool = False) -> dict:
+    """Turn the builder's decoder config into "decoder-pipeline" stages: embed -> decoder, or with
+    `positions` (3D rotary positions, Qwen2.5-VL) embed -> positions -> decoder."""
     model = config["model"]
     decoder = model["decoder"]
     layers = decoder["num_hidden_layers"]
@@ -167,36 +168,51 @@ def pipeline_config(config: dict, eos_token_ids: list[int], threads: int) -> dic
     decoder["inputs"]["input_ids"] = "input_ids"
     decoder["filename"] = DECODER_GRAPH
     decoder["session_options"]["intra_op_num_threads"] = threads
-    decoder["pipeline"] = [
-        {
-            "embed": {
-                "filename": EMBED_GRAPH,
-                "inputs": ["input_ids", "visual_embeds"],
-                "outputs": ["inputs_embeds"],
-            },
-            "decoder": {
-                "filename": DECODER_GRAPH,
-                "inputs": ["inputs_embeds", "attention_mask", *past],
-                "outputs": ["logits", *present],
-            },
+    stages: dict[str, dict] = {
+        "embed": {
+            "filename": EMBED_GRAPH,
+            "inputs": ["input_ids", "visual_embeds"],
+            "outputs": ["inputs_embeds"],
         }
-    ]
+    }
+    position_inputs = []
+    if positions:
+        stages["positions"] = {
+            "filename": POSITIONS_GRAPH,
+            "inputs": ["position_ids", "prompt_positions", "rope_delta"],
+            "outputs": [MROPE_INPUT],
+        }
+        position_inputs = [MROPE_INPUT]
+    stages["decoder"] = {
+        "filename": DECODER_GRAPH,
+        "inputs": ["inputs_embeds", "attention_mask", *position_inputs, *past],
+        "outputs": ["logits", *present],
+    }
+    decoder["pipeline"] = [stages]
     model["type"] = "decoder-pipeline"
     # The builder may add ids (e.g. 0) of its own; the folder's own list is the truth.
     model["eos_token_id"] = eos_token_ids if len(eos_token_ids) != 1 else eos_token_ids[0]
     return config
 
 
-def language_graphs(quant: str) -> dict[str, dict[str, Any]]:
-    """The manifest's entries for decoder.onnx and embed.onnx."""
-    return {
+def language_graphs(quant: str, positions: bool = False) -> dict[str, dict[str, Any]]:
+    """The manifest's entries for decoder.onnx and embed.onnx (and positions.onnx)."""
+    position_input = f"{MROPE_INPUT}, " if positions else ""
+    graphs: dict[str, dict[str, Any]] = {
         DECODER_GRAPH: {
             "dtype": "float32",
             "quantization": quant,
-            "inputs": "inputs_embeds, attention_mask, past_key_values.*",
+            "inputs": f"inputs_embeds, attention_mask, {position_input}past_key_values.*",
         },
         EMBED_GRAPH: {"dtype": "float32", "quantization": "none", "inputs": "input_ids, visual_embeds"},
     }
+    if positions:
+        graphs[POSITIONS_GRAPH] = {
+            "dtype": "int64",
+            "quantization": "none",
+            "inputs": "position_ids, prompt_positions, rope_delta",
+        }
+    return graphs
 
 
 def export_language(

@@ -1,32 +1,68 @@
-"""`zipvlm demo`: a tiny random LLaVA, exported with VisionZip and verified, then streamed to, offline."""
+"""`zipvlm demo`: a tiny random LLaVA or Qwen2.5-VL, exported with VisionZip and verified, then
+streamed to, offline."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from zipvlm.export.pipeline import ExportOptions, export_bundle
 from zipvlm.models.tiny import TinySpec, build_tiny_llava
+from zipvlm.models.tiny_qwen import build_tiny_qwen25vl
 from zipvlm.models.visionzip import VisionZipConfig
 
 log = logging.getLogger("zipvlm.demo")
 
 
-def run_demo(workdir: Path, seconds: float = 10.0) -> Path:
-    """Build the tiny CLIP+Llama folder if absent, export it, stream to it; return the bundle."""
-    model = workdir / "tiny-clip-llama"
+@dataclass(frozen=True)
+class DemoModel:
+    name: str  # the tiny folder's name under the workdir
+    description: str
+    build: Callable[[Path], Path]
+    options: dict[str, Any]  # ExportOptions beyond model, out
+    real_export: str  # the export command line for a real folder of this family
+
+
+DEMOS = {
+    "llava": DemoModel(
+        "tiny-clip-llama",
+        "LLaVA (CLIP + Llama)",
+        lambda path: build_tiny_llava(path, TinySpec(family="clip-llama")),
+        {"zip": VisionZipConfig(54, 10)},
+        "zipvlm export --model /path/to/llava-1.5-7b-hf --dominant 54 --contextual 10 --out my.bundle",
+    ),
+    # 640x480 frames, the synthetic camera's: 391 merged tokens, 43 of them kept.
+    "qwen2.5-vl": DemoModel(
+        "tiny-qwen2.5-vl",
+        "Qwen2.5-VL",
+        build_tiny_qwen25vl,
+        {"zip": VisionZipConfig(36, 7), "image_size": (640, 480)},
+        "zipvlm export --model /path/to/Qwen2.5-VL-3B-Instruct --image-size 640x480 --dominant 36 "
+        "--contextual 7 --out my.bundle",
+    ),
+}
+
+
+def run_demo(workdir: Path, seconds: float = 10.0, family: str = "llava") -> Path:
+    """Build the family's tiny folder if absent, export it, stream to it; return the bundle."""
+    demo = DEMOS[family]
+    model = workdir / demo.name
     if not (model / "config.json").is_file():
-        log.info("building a tiny random-weight LLaVA (CLIP + Llama) in %s", model)
-        build_tiny_llava(model, TinySpec(family="clip-llama"))
-    bundle = workdir / "tiny-clip-llama.bundle"
-    export_bundle(ExportOptions(model=model, out=bundle, zip=VisionZipConfig(54, 10)))
+        log.info("building a tiny random-weight %s in %s", demo.description, model)
+        demo.build(model)
+    bundle = workdir / f"{demo.name}.bundle"
+    export_bundle(ExportOptions(model=model, out=bundle, **demo.options))
     _stream(bundle, seconds)
     log.info(
         "The tiny model has random weights: its answers are noise, only the timings mean "
         "something. For a real model run\n"
-        "  zipvlm export --model /path/to/llava-1.5-7b-hf --dominant 54 --contextual 10 --out my.bundle\n"
-        "  zipvlm stream --bundle my.bundle --source 0 --prompt 'Is the path clear?' --every 1"
+        "  %s\n"
+        "  zipvlm stream --bundle my.bundle --source 0 --prompt 'Is the path clear?' --every 1",
+        demo.real_export,
     )
     return bundle
 

@@ -49,7 +49,10 @@ class ExportFamily(Protocol):
 def open_family(model: Path, image_size: tuple[int, int] | None) -> ExportFamily:
     """The family adapter for the folder at `model` (one clear line for any other architecture)."""
     from zipvlm.export.llava import LlavaExport
+    from zipvlm.export.qwen import QwenExport
+    from zipvlm.models.qwen25vl import MODEL_TYPE as QWEN
 
     model = Path(model)
-    read_config(model)  # a missing folder or a broken config.json is one line before anything else
+    if read_config(model).get("model_type") == QWEN:
+        return QwenExport.open(model, image_size)
     return LlavaExport.open(model, image_size)

@@ -8,6 +8,7 @@ destroys the previous one.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -17,7 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zipvlm.bundle.errors import ArgumentError
-from zipvlm.bundle.format import DECODER_GRAPH, FLOAT_GRAPH, FP16_GRAPH, is_bundle
+from zipvlm.bundle.format import (
+    DECODER_GRAPH,
+    FLOAT_GRAPH,
+    FP8_GRAPH,
+    FP16_GRAPH,
+    GENAI_CONFIG,
+    INT8_GRAPH,
+    Bundle,
+    is_bundle,
+)
 from zipvlm.bundle.graph_checks import check_vision_graph
 from zipvlm.export.family import GraphEntries, open_family
 from zipvlm.export.fp16 import FP16_TOLERANCE, convert_to_fp16, verify_fp16
@@ -29,6 +39,7 @@ from zipvlm.models.visionzip import VisionZipConfig
 log = logging.getLogger("zipvlm.export")
 
 VERIFY_BATCH = 2
+VISION_GRAPHS = (FLOAT_GRAPH, FP16_GRAPH, INT8_GRAPH, FP8_GRAPH)
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,10 @@ class ExportOptions:
     # (width, height) of the camera: fixes the patch grid of models whose input size varies
     # (Qwen2.5-VL, LLaVA-NeXT/OneVision). None: the model's fixed square input.
     image_size: tuple[int, int] | None = None
+    # A bundle exported from the same folder with the same `quant`: its language side (decoder,
+    # embed.onnx, any positions stage, genai_config.json) is linked instead of built again, since
+    # only the vision graph differs between camera sizes and selections (benchmarks, tests).
+    language_from: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +131,10 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
                 )
             graphs[FP16_GRAPH] = {"dtype": "float16", "quantization": "none", "io_dtype": "float32"}
         with stage("decoder") as note:
-            language = family.export_language(work, options.quant, eos)
+            if options.language_from is None:
+                language = family.export_language(work, options.quant, eos)
+            else:
+                language = link_language(Bundle.open(options.language_from), family.path, options.quant, work)
             decoder = work / DECODER_GRAPH
             weights = work / "decoder.onnx.data"
             stages = [name for name in language if name != DECODER_GRAPH]
@@ -134,6 +152,24 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ExportSummary(out=options.out, max_abs_diff=result.max_abs_diff, files=sorted(written.files))
+
+
+def link_language(source: Bundle, folder: Path, quant: str, out: Path) -> GraphEntries:
+    """Hard-link (else copy) the language side of `source` into `out`; its graph entries."""
+    decoder = source.graphs.get(DECODER_GRAPH, {})
+    if source.source_model != str(folder.resolve()) or decoder.get("quantization") != quant:
+        raise ArgumentError(
+            f"{source.path} was exported from {source.source_model} with --quant "
+            f"{decoder.get('quantization')}: its language side does not fit {folder} with --quant {quant}"
+        )
+    language = {name: dict(entry) for name, entry in source.graphs.items() if name not in VISION_GRAPHS}
+    for name in [*language, f"{DECODER_GRAPH}.data", GENAI_CONFIG]:
+        if source.has(name):
+            try:
+                os.link(source.file(name), out / name)
+            except OSError:
+                shutil.copy2(source.file(name), out / name)
+    return language
 
 
 def check_out_dir(out: Path) -> None:

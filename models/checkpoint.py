@@ -19,7 +19,8 @@ from zipvlm.bundle.errors import ModelFolderError
 
 # Every family zipvlm exports, as one clause of an error message.
 SUPPORTED_FOLDERS = (
-    "supported: LLaVA ('llava': LLaVA-1.5 with a CLIP tower, llava-interleave / SigLIP LLaVAs)"
+    "supported: LLaVA ('llava': LLaVA-1.5 with a CLIP tower, llava-interleave / SigLIP LLaVAs), "
+    "Qwen2.5-VL ('qwen2_5_vl')"
 )
 
 

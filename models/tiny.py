@@ -157,25 +157,26 @@ def _sharpen_attention(tower, factor: float) -> None:
 
 
 def _build_tokenizer(spec: TinySpec):
-    """A byte-level BPE fast tokenizer trained on CORPUS, wrapped as transformers saves it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     llama = spec.family.endswith("llama")
     if llama:
         specials = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
-        template = LLAVA_TEMPLATE
-    else:
-        specials = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
-        template = QWEN_TEMPLATE
-    extra = ["<image>"] if llama else ["<|im_start|>", "<image>"]
-    special_tokens = list(specials.values()) + extra
+        return train_tokenizer(spec.vocab_size, specials, ["<image>"], LLAVA_TEMPLATE)
+    specials = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+    return train_tokenizer(spec.vocab_size, specials, ["<|im_start|>", "<image>"], QWEN_TEMPLATE)
+
+
+def train_tokenizer(vocab_size: int, specials: dict[str, str], extra: list[str], template: str):
+    """A byte-level BPE fast tokenizer trained on CORPUS, wrapped as transformers saves it:
+    `specials` are its named special tokens, `extra` further special tokens (the image token)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
     tok = Tokenizer(models.BPE(unk_token=specials.get("unk_token")))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=spec.vocab_size,
-        special_tokens=special_tokens,
+        vocab_size=vocab_size,
+        special_tokens=list(specials.values()) + extra,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zipvlm.bundle.errors import ArgumentError
+from zipvlm.bundle.token_order import contextual_targets
 
 
 @dataclass(frozen=True)
@@ -52,12 +53,6 @@ class VisionZipConfig:
                 f"--dominant + --contextual must be below the tower's {num_tokens} tokens, "
                 f"got {self.dominant} + {self.contextual} = {self.num_output_tokens}"
             )
-
-
-def contextual_targets(num_rest: int, num_contextual: int) -> list[int]:
-    """Positions among the n remaining tokens that become contextual targets."""
-    step = max(1, num_rest // num_contextual)
-    return list(range(0, num_rest, step))[:num_contextual]
 
 
 class VisionZip(nn.Module):

@@ -43,6 +43,7 @@ class Session:
         options: GenerationOptions = DEFAULT_OPTIONS,
         context: int | None = None,
         image_embeds: np.ndarray | None = None,
+        keep_indices: np.ndarray | None = None,
     ):
         options.validate()
         self.pipeline = pipeline
@@ -50,11 +51,11 @@ class Session:
         # Tokens the KV cache is sized for: genai allocates it once per generator.
         self.context = min(context or MAX_SESSION_CONTEXT, pipeline.context_length)
         self.image = image
-        # (images, K, hidden); given, or computed from `image` at the first question
-        self.image_embeds = image_embeds
+        # (images, K, hidden) and (images, D); given, or computed from `image` at the first question
+        self.image_embeds, self.keep_indices = image_embeds, keep_indices
         self.history: list[int] = []  # every token of the conversation so far
         self._generator: Any = None  # onnxruntime_genai.Generator
-        self._visual: np.ndarray | None = None  # keeps genai's visual_embeds buffer alive
+        self._bound: tuple[np.ndarray, ...] = ()  # keeps the arrays bound to the generator alive
         self._cache_is_current = False
 
     def ask(self, question: str, on_text: Callable[[str], None] | None = None) -> Answer:
@@ -76,11 +77,15 @@ class Session:
             assert self.image is not None, "a conversation holds an image or its embeddings"
             seen = pipeline.embed_image(self.image)
             embeds = self.image_embeds = seen.embeds
+            self.keep_indices = seen.keep_indices
         check_context(len(self.history) + len(ids), self.options.max_new_tokens, self.context, "conversation")
         feed = ids
         if not self._cache_is_current:
-            self._generator, self._visual = pipeline.generator(embeds, self.options, self.context)
             feed = self.history + ids
+            positions = pipeline.positions(feed, self.keep_indices)
+            self._generator, self._bound = pipeline.generator(
+                embeds, self.options, self.context, positions=positions
+            )
         before_prefill = time.perf_counter()
         generator = self._generator
         generator.append_tokens(np.asarray(feed, dtype=np.int32))

@@ -22,6 +22,7 @@ from zipvlm.bundle.errors import ArgumentError, ZipvlmError
 from zipvlm.bundle.format import Bundle
 from zipvlm.runtime.backends import open_vision_backend
 from zipvlm.runtime.generation import DEFAULT_OPTIONS, Answer, GenerationOptions
+from zipvlm.runtime.mrope import RopePositions, bundle_positions
 from zipvlm.runtime.prefix_cache import DirectDecoder, PrefixCachedGenerator
 from zipvlm.runtime.preprocess import pixel_values
 from zipvlm.runtime.prompt import PromptBuilder
@@ -138,10 +139,25 @@ class BundlePipeline:
             embeds, keep, (after_preprocess - start) * 1000, (clock() - after_preprocess) * 1000
         )
 
+    def positions(self, ids: list[int], keep_indices: np.ndarray | None) -> RopePositions | None:
+        """The 3D positions of a prompt about images whose `keep_indices` rows (images, D) are
+        given in prompt order; None where the decoder counts positions itself (LLaVA)."""
+        if self.bundle.qwen is None:
+            return None
+        if keep_indices is None:
+            raise ValueError("a bundle with 3D positions needs the images' keep_indices")
+        return bundle_positions(self.bundle, ids, list(keep_indices))
+
     def generator(
-        self, image_embeds: np.ndarray, options: GenerationOptions, context: int, min_length: int = 0
-    ):
-        """A genai generator with the image bound; genai keeps a pointer, so keep `visual`.
+        self,
+        image_embeds: np.ndarray,
+        options: GenerationOptions,
+        context: int,
+        min_length: int = 0,
+        positions: RopePositions | None = None,
+    ) -> tuple[Any, tuple[np.ndarray, ...]]:
+        """A genai generator with the image (and the prompt's 3D positions) bound, and the
+        arrays bound to it: genai keeps pointers to them, so keep them alive with it.
 
         `min_length` (total tokens) holds back end-of-sequence until then: the
         benchmark uses it to decode a fixed number of tokens from random weights.
@@ -157,6 +173,11 @@ class BundlePipeline:
                 search["random_seed"] = int(options.seed)
         params.set_search_options(**search)
         generator = og.Generator(self.model, params)
-        visual = np.ascontiguousarray(image_embeds, dtype=np.float32)
-        generator.set_model_input("visual_embeds", visual)
-        return generator, visual
+        inputs = {"visual_embeds": np.ascontiguousarray(image_embeds, dtype=np.float32)}
+        if positions is not None:
+            # positions.onnx: prompt tokens take these, later ones their index + rope_delta.
+            inputs["prompt_positions"] = np.ascontiguousarray(positions.prompt[:, None, :], dtype=np.int64)
+            inputs["rope_delta"] = np.array([[positions.rope_delta]], np.int64)
+        for name, value in inputs.items():
+            generator.set_model_input(name, value)
+        return generator, tuple(inputs.values())

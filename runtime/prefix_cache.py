@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zipvlm.bundle.format import EMBED_GRAPH, Bundle
+from zipvlm.bundle.format import EMBED_GRAPH, MROPE_INPUT, Bundle
 from zipvlm.runtime.generation import (
     Answer,
     GenerationOptions,
@@ -27,6 +27,7 @@ from zipvlm.runtime.generation import (
     decode,
     generation_timings,
 )
+from zipvlm.runtime.mrope import RopePositions
 from zipvlm.runtime.prompt import PromptBuilder
 from zipvlm.runtime.providers import ort_session
 
@@ -51,20 +52,30 @@ class DirectDecoder:
         self.decoder = ort_session(bundle.file(contract.filename), provider, threads)
         self.device = "cpu" if provider == "cpu" else "cuda"
         self.past_names, self.present_names = contract.past_names, contract.present_names
+        # Qwen2.5-VL's decoder takes 3D rotary positions; LLaVA's counts positions itself.
+        self.takes_positions = MROPE_INPUT in {value.name for value in self.decoder.get_inputs()}
         empty = np.zeros((1, contract.num_kv_heads, 0, contract.head_size), np.float32)
         self.empty = KVCache(
             tuple(ort.OrtValue.ortvalue_from_numpy(empty, self.device, 0) for _ in self.past_names), 0
         )
 
-    def forward(self, ids: Sequence[int], visual: np.ndarray, cache: KVCache) -> tuple[np.ndarray, KVCache]:
+    def forward(
+        self, ids: Sequence[int], visual: np.ndarray, cache: KVCache, positions: RopePositions | None = None
+    ) -> tuple[np.ndarray, KVCache]:
         """Prefill `ids` after `cache`: the logits of the last position (vocab,) and the longer
-        cache. `visual` (images, K, hidden) fills the image-token positions of `ids`, in order."""
+        cache. `visual` (images, K, hidden) fills the image-token positions of `ids`, in order;
+        `positions` (the whole sequence's, a decoder with 3D positions only) places them."""
         embeds = self.embed.run(
             ["inputs_embeds"], {"input_ids": np.asarray([ids], np.int64), "visual_embeds": visual}
         )[0]
         binding = self.decoder.io_binding()
         binding.bind_cpu_input("inputs_embeds", embeds)
         binding.bind_cpu_input("attention_mask", np.ones((1, cache.length + len(ids)), np.int64))
+        if self.takes_positions:
+            if positions is None:
+                raise ValueError("this decoder takes 3D positions: pass the sequence's RopePositions")
+            span = positions.span(cache.length, cache.length + len(ids))[:, None, :]  # (3, 1, S)
+            binding.bind_cpu_input(MROPE_INPUT, np.ascontiguousarray(span))
         for name, value in zip(self.past_names, cache.values, strict=True):
             binding.bind_ortvalue_input(name, value)
         binding.bind_output("logits", "cpu")
@@ -102,13 +113,18 @@ class PrefixCachedGenerator:
         self._prefix: tuple[int, ...] = ()
         self._prefix_cache = decoder.empty
 
-    def prefix_cache(self, prefix: Sequence[int], visual: np.ndarray) -> tuple[KVCache, bool]:
-        """The KV cache of `prefix` (image-free ids), and whether it was computed just now."""
+    def prefix_cache(
+        self, prefix: Sequence[int], visual: np.ndarray, positions: RopePositions | None = None
+    ) -> tuple[KVCache, bool]:
+        """The KV cache of `prefix` (image-free ids), and whether it was computed just now.
+
+        Text before the first image sits at the same positions in every prompt (0, 1, 2, ...
+        on every axis), so the cache is valid whatever images follow it."""
         if not prefix:
             return self.decoder.empty, False
         if tuple(prefix) == self._prefix:
             return self._prefix_cache, False
-        _, self._prefix_cache = self.decoder.forward(prefix, visual, self.decoder.empty)
+        _, self._prefix_cache = self.decoder.forward(prefix, visual, self.decoder.empty, positions)
         self._prefix = tuple(prefix)
         return self._prefix_cache, True
 
@@ -118,21 +134,22 @@ class PrefixCachedGenerator:
         visual: np.ndarray,
         options: GenerationOptions,
         on_text: Callable[[str], None] | None = None,
+        positions: RopePositions | None = None,
     ) -> Answer:
         """Up to `max_new_tokens` ids after `ids`, whose image tokens take the rows of `visual`
-        (images, K, hidden)."""
+        (images, K, hidden); `positions` are the prompt's 3D positions where the bundle has them."""
         check_context(len(ids), options.max_new_tokens, self.decoder.context_length)
         visual = np.ascontiguousarray(visual, dtype=np.float32)
         split = ids.index(self.image_token_id) if self.image_token_id in ids else 0
         rng = np.random.default_rng(options.seed)
         start = time.perf_counter()
-        cache, computed = self.prefix_cache(ids[:split], visual)
-        logits, cache = self.decoder.forward(ids[split:], visual, cache)
+        cache, computed = self.prefix_cache(ids[:split], visual, positions)
+        logits, cache = self.decoder.forward(ids[split:], visual, cache, positions)
         after_prefill = time.perf_counter()
 
         def advance(token: int) -> bool:
             nonlocal logits, cache
-            logits, cache = self.decoder.forward([token], visual, cache)
+            logits, cache = self.decoder.forward([token], visual, cache, positions)
             return True
 
         decoded = decode(

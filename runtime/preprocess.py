@@ -1,5 +1,9 @@
 """Image preprocessing that reproduces a Hugging Face image processor with numpy alone.
 
+`pixel_values(image, bundle)` is the one entry: LLaVA bundles take the processor's
+resize / crop / pad steps to a square (`preprocess`); Qwen2.5-VL bundles resize to
+their fixed patch grid (`grid_preprocess`).
+
 Hugging Face's processors (PIL backend) resize with Pillow, whose resampling is a
 separable filter with its support stretched by the downscale factor (antialiased)
 and fixed-point coefficients (22 fractional bits), rounding to uint8 after each
@@ -10,13 +14,17 @@ image, and the float output matches the processor to float32 rounding.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from functools import lru_cache
 
 import numpy as np
 
 from zipvlm.bundle.errors import ZipvlmError
-from zipvlm.bundle.format import Bundle, PreprocessSpec
+from zipvlm.bundle.format import Bundle, PreprocessSpec, QwenSection
+from zipvlm.bundle.grid import smart_resize
+
+log = logging.getLogger(__name__)
 
 PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed-point coefficient precision for 8-bit images
 
@@ -159,6 +167,48 @@ def preprocess(image: np.ndarray, spec: PreprocessSpec, channel_order: str = "BG
     return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
 
 
+def grid_preprocess(image: np.ndarray, bundle: Bundle, channel_order: str = "BGR") -> np.ndarray:
+    """Qwen2VLImageProcessor's steps to the bundle's fixed grid -> pixel_values (1, 3, H, W) float32.
+
+    A frame of the exported camera size (any size the processor rounds to the grid)
+    gets exactly the processor's pixels: Pillow's bicubic resize, the rescale in
+    float64 cast to float32, then the normalisation in float32. Frames of another
+    size are resized straight to the grid (the processor would give them another
+    grid, which a static graph cannot take); that is logged once per size.
+    """
+    spec, qwen = bundle.preprocess, bundle.qwen
+    assert qwen is not None, "a grid bundle has a qwen section"
+    rgb = to_rgb(image, channel_order)
+    _note_other_size(*rgb.shape[:2], qwen)
+    rgb = resize(rgb, qwen.image_height, qwen.image_width, spec.resample)
+    scaled = (rgb.astype(np.float64) * spec.rescale_factor).astype(np.float32)
+    normalised = (scaled - np.array(spec.mean, np.float32)) / np.array(spec.std, np.float32)
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
+
+
+@lru_cache(maxsize=16)
+def _note_other_size(height: int, width: int, qwen: QwenSection) -> None:
+    """Log once per frame size that the processor would have resized it to another grid."""
+    try:
+        resized = smart_resize(height, width, qwen.grid.cell, qwen.min_pixels, qwen.max_pixels)
+    except ValueError:
+        resized = None
+    if resized != (qwen.image_height, qwen.image_width):
+        log.warning(
+            "%dx%d frames are resized to this bundle's fixed %dx%d grid (exported for %dx%d frames); "
+            "the model's own processor would give them %s",
+            width,
+            height,
+            qwen.image_width,
+            qwen.image_height,
+            qwen.camera_width,
+            qwen.camera_height,
+            f"a {resized[1]}x{resized[0]} grid" if resized else "no grid (aspect ratio above 200)",
+        )
+
+
 def pixel_values(image: np.ndarray, bundle: Bundle, channel_order: str = "BGR") -> np.ndarray:
     """A decoded frame -> the vision graph's input, by the rule of the bundle's model family."""
+    if bundle.qwen is not None:
+        return grid_preprocess(image, bundle, channel_order)
     return preprocess(image, bundle.preprocess, channel_order)

@@ -2,8 +2,9 @@
 
 A kept index names a token of the tower's sequence (0 is CLIP's CLS token, which
 covers no patch). Its patch is a square of the S x S model input, mapped back to
-the frame through the preprocessing: centre pad, resize, centre crop. The live
-page draws these; a model family with another input geometry answers here.
+the frame through the preprocessing: centre pad, resize, centre crop. On
+Qwen2.5-VL a kept index names a merged token, a 28 px cell of the resized frame
+in raster order of the merged grid. The live page draws these.
 """
 
 from __future__ import annotations
@@ -34,24 +35,31 @@ def model_to_frame(spec: PreprocessSpec, height: int, width: int) -> tuple[float
     return scale_x, scale_y, crop_x * scale_x - pad_x, crop_y * scale_y - pad_y
 
 
+def token_cells(bundle: Bundle) -> tuple[int, int, int]:
+    """(cell side in model-input pixels, cells per row, index of the first cell's token)."""
+    if bundle.qwen is not None:
+        grid = bundle.qwen.grid
+        return grid.cell, grid.merged_w, 0
+    vision = bundle.vision
+    return vision.patch_size, vision.image_size // vision.patch_size, int(vision.has_cls)
+
+
 def kept_boxes(keep: np.ndarray, bundle: Bundle, height: int, width: int) -> list[tuple[int, int, int, int]]:
-    """Frame rectangles (x0, y0, x1, y1) of the kept patches; the CLS token has none."""
-    grid = bundle.vision
+    """Frame rectangles (x0, y0, x1, y1) of the kept patches (merged tokens); the CLS token has none."""
     scale_x, scale_y, offset_x, offset_y = model_to_frame(bundle.preprocess, height, width)
+    cell, columns, first = token_cells(bundle)
     boxes = []
     for token in np.asarray(keep).reshape(-1).tolist():
-        patch = token - 1 if grid.has_cls else token
-        if patch < 0:
+        if token < first:
             continue
-        row, col = divmod(patch, grid.image_size // grid.patch_size)
-        x0, y0 = col * grid.patch_size, row * grid.patch_size
-        x1, y1 = x0 + grid.patch_size, y0 + grid.patch_size
+        row, col = divmod(token - first, columns)
+        x0, y0 = col * cell, row * cell
         boxes.append(
             (
                 round(x0 * scale_x + offset_x),
                 round(y0 * scale_y + offset_y),
-                round(x1 * scale_x + offset_x),
-                round(y1 * scale_y + offset_y),
+                round((x0 + cell) * scale_x + offset_x),
+                round((y0 + cell) * scale_y + offset_y),
             )
         )
     return boxes

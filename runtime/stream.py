@@ -55,11 +55,13 @@ class FrameWindow:
     def __init__(self, pipeline: BundlePipeline, size: int, system: str | None = None):
         self.pipeline, self.system = pipeline, system
         self.frames: deque[np.ndarray] = deque(maxlen=size)  # (1, K, hidden) each, oldest first
+        self.keeps: deque[np.ndarray] = deque(maxlen=size)  # (1, D) each: the frames' keep_indices
 
     def add(self, image: np.ndarray) -> EmbeddedImage:
         """Run one frame through preprocessing and the vision graph."""
         seen = self.pipeline.embed_image(image)
         self.frames.append(seen.embeds)
+        self.keeps.append(seen.keep_indices)
         return seen
 
     def prompt_ids(self, question: str) -> list[int]:
@@ -69,8 +71,10 @@ class FrameWindow:
     def ask(self, question: str, options: GenerationOptions) -> Answer:
         """The question about the window's frames; the prompt's text before the first image
         comes from the KV cache every frame shares, so only the rest is prefilled."""
+        ids = self.prompt_ids(question)
+        positions = self.pipeline.positions(ids, np.concatenate(self.keeps))
         return self.pipeline.prefix_generator.generate(
-            self.prompt_ids(question), np.concatenate(self.frames), options
+            ids, np.concatenate(self.frames), options, positions=positions
         )
 
     def answer(

@@ -137,6 +137,7 @@ class ModelWorker:
             request.options,
             context=len(ids) + request.options.max_new_tokens,
             image_embeds=np.concatenate([image.embeds for image in seen]),
+            keep_indices=np.concatenate([image.keep_indices for image in seen]),
         )
         answer = session.ask_ids(ids, stream)
         answer.timings = answer.timings.with_image(

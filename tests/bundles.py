@@ -8,6 +8,7 @@ from zipvlm.bundle.format import (
     Bundle,
     LanguageSection,
     PreprocessSpec,
+    QwenSection,
     SelectionSection,
     VisionSection,
 )
@@ -41,3 +42,31 @@ def sample_bundle(path: Path) -> Bundle:
 def rehash(path: Path) -> Bundle:
     """Re-write a bundle's manifest after a test changed its files on purpose."""
     return Bundle.open(path, verify_hashes=False).write()
+
+
+def sample_qwen_bundle(
+    path: Path, camera: tuple[int, int] = (640, 480), dominant: int | None = 36, contextual: int | None = 7
+) -> Bundle:
+    """The description of a tiny Qwen2.5-VL export for camera frames of (width, height), resized as
+    its processor does (640x480 -> 644x476); D = C = None: --no-zip."""
+    from zipvlm.bundle.grid import PatchGrid, smart_resize
+
+    min_pixels, max_pixels = 56 * 56, 28 * 28 * 1280  # the tiny folder's (the processor's defaults)
+    height, width = smart_resize(camera[1], camera[0], 28, min_pixels, max_pixels)
+    merged = PatchGrid(height, width, 14, 2).num_merged
+    enabled = dominant is not None
+    return Bundle(
+        path=Path(path),
+        model_family="qwen2_5_vl",
+        source_model="tiny-qwen2.5-vl",
+        vision=VisionSection("qwen2_5_vl", False, 0, 14, merged, -1, 3),
+        selection=SelectionSection(
+            enabled, dominant, contextual, dominant + contextual if enabled else merged
+        ),
+        preprocess=PreprocessSpec(
+            0, True, False, {"height": height, "width": width}, "bicubic", None, 1 / 255, CLIP_MEAN, CLIP_STD
+        ),
+        language=LanguageSection("qwen2_5_vl_text", 64, 5, (0, 1), None),
+        graphs={"vision.onnx": {"dtype": "float32", "quantization": "none"}},
+        qwen=QwenSection(*camera, width, height, 14, 2, 2, min_pixels, max_pixels, 112, 3, (2, 3, 3), 3, 4),
+    )

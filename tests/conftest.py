@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny LLaVA folders built once per session, offline."""
+"""Shared fixtures: tiny LLaVA and Qwen2.5-VL folders and their bundles, built once per session, offline."""
 
 from __future__ import annotations
 
@@ -32,6 +32,37 @@ def tiny_bundles(tiny_folders, tmp_path_factory) -> dict[str, Path]:
         ).out
         for family, folder in tiny_folders.items()
     }
+
+
+# The Qwen2.5-VL bundles' cameras: 640x480 frames resize to 644x476 (17 x 23 = 391 merged tokens,
+# windows of several sizes), the default 448x448 to 16 x 16 = 256 (full windows only).
+QWEN_CAMERA, QWEN_ZIP = (640, 480), (36, 7)
+
+
+@pytest.fixture(scope="session")
+def qwen_folder(tmp_path_factory) -> Path:
+    from zipvlm.models.tiny_qwen import build_tiny_qwen25vl
+
+    return build_tiny_qwen25vl(tmp_path_factory.mktemp("tiny-qwen") / "qwen2.5-vl")
+
+
+@pytest.fixture(scope="session")
+def qwen_bundles(qwen_folder, tmp_path_factory) -> dict[str, Path]:
+    """The tiny Qwen2.5-VL exported with a float32 decoder: "zip" keeps (36, 7) of 640x480 frames,
+    "nozip" every merged token of the default 448x448 grid, its language side taken from "zip"."""
+    from zipvlm.export.pipeline import ExportOptions, export_bundle
+    from zipvlm.models.visionzip import VisionZipConfig
+
+    root = tmp_path_factory.mktemp("qwen-bundles")
+    zipped = export_bundle(
+        ExportOptions(
+            qwen_folder, root / "zip", VisionZipConfig(*QWEN_ZIP), quant="none", image_size=QWEN_CAMERA
+        )
+    ).out
+    full = export_bundle(
+        ExportOptions(qwen_folder, root / "nozip", None, quant="none", language_from=zipped)
+    ).out
+    return {"zip": zipped, "nozip": full}
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from zipvlm.bench.language import BenchPlan, prepare, run
 from zipvlm.bench.report import (
     LANGUAGE_COLUMNS,
     PREFIX_COLUMNS,
+    QWEN_COLUMNS,
     STREAM_COLUMNS,
     VISION_COLUMNS,
     markdown_table,
@@ -120,3 +121,21 @@ def test_gpu_bench_without_a_gpu_is_one_line(capsys):
     assert gpu.main(["--repeats", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "PyTorch sees no CUDA GPU here" in err
+
+
+def test_qwen_bench_times_every_setting_on_tiny_shapes(tmp_path):
+    from zipvlm.bench.qwen import QwenPlan, Setting, run
+    from zipvlm.models.tiny_qwen import TinyQwenSpec
+
+    settings = (Setting((112, 112), None), Setting((112, 112), VisionZipConfig(6, 2)))
+    plan = QwenPlan(TinyQwenSpec(), settings, quant="int4", repeats=1, new_tokens=3, threads=1)
+    rows = run(plan, tmp_path / "cache")
+    assert [(row["camera"], row["image_tokens"]) for row in rows] == [("112x112", 16), ("112x112", 8)]
+    assert rows[0]["prompt_tokens"] - rows[0]["image_tokens"] == rows[1]["prompt_tokens"] - 8  # same text
+    assert rows[0]["prefill_ratio"] == rows[0]["ttft_ratio"] == 1.0
+    assert all(row[key] > 0 for row in rows for key, _, _ in QWEN_COLUMNS if key != "camera")
+    assert markdown_table(rows, QWEN_COLUMNS).count("\n") == 3
+    linked = [
+        tmp_path / "cache" / f"bundle-int4-112x112-{name}" / "decoder.onnx" for name in ("all", "D6+C2")
+    ]
+    assert linked[0].stat().st_ino == linked[1].stat().st_ino  # one decoder, linked

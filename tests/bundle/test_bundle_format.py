@@ -6,7 +6,7 @@ import dataclasses
 import json
 
 import pytest
-from bundles import sample_bundle
+from bundles import sample_bundle, sample_qwen_bundle
 
 from zipvlm.bundle.errors import BundleError
 from zipvlm.bundle.format import FORMAT_VERSION, Bundle, is_bundle
@@ -106,3 +106,32 @@ def test_directory_without_manifest_is_not_a_bundle(tmp_path):
 def test_a_decoder_section_needs_genai_config(bundle):
     with pytest.raises(BundleError, match="no readable genai_config.json"):
         _ = Bundle.open(bundle).decoder
+
+
+def test_a_qwen_bundle_reads_back_with_its_grid_and_contract(tmp_path):
+    (tmp_path / "vision.onnx").write_bytes(b"graph bytes")
+    sample_qwen_bundle(tmp_path).write()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["qwen"]["mrope_section"] == [2, 3, 3] and manifest["format_version"] == 1
+    opened = Bundle.open(tmp_path)
+    assert dataclasses.replace(opened, files={}) == sample_qwen_bundle(tmp_path)
+    assert (opened.qwen.grid.merged_h, opened.qwen.grid.merged_w) == (17, 23)
+    assert opened.vision_io() == {
+        "pixel_values": [None, 3, 476, 644],
+        "image_embeds": [None, 43, 64],
+        "keep_indices": [None, 36],
+    }
+
+
+def test_a_llava_manifest_has_no_qwen_section(bundle):
+    assert "qwen" not in json.loads((bundle / "manifest.json").read_text())
+    assert Bundle.open(bundle).qwen is None
+
+
+@pytest.mark.parametrize("broken", [[], {"camera_width": 640}])
+def test_a_broken_qwen_section_is_one_line(tmp_path, broken):
+    (tmp_path / "vision.onnx").write_bytes(b"graph bytes")
+    sample_qwen_bundle(tmp_path).write()
+    rewrite_manifest(tmp_path, lambda manifest: manifest.update(qwen=broken))
+    with pytest.raises(BundleError, match="manifest.json('s 'qwen' section lacks| has no 'qwen' section)"):
+        Bundle.open(tmp_path)

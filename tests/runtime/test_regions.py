@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bundles import sample_bundle
+from bundles import sample_bundle, sample_qwen_bundle
 
 from zipvlm.bundle.format import Bundle, PreprocessSpec, VisionSection
 from zipvlm.runtime.regions import kept_boxes, model_to_frame
@@ -62,3 +62,16 @@ def test_siglip_and_padded_frames_map_back_through_resize_and_padding():
     # pad 640x480 to 640x640 (80 px bars top and bottom), resize to 336: patch 0 starts at y = -80
     scale = 640 / 336
     assert model_to_frame(PADDED, 480, 640) == pytest.approx((scale, scale, 0.0, -80.0))
+
+
+def test_qwen_merged_tokens_map_to_28_px_cells_of_the_resized_frame():
+    # 640x480 frames resize to 644x476: 23 x 17 merged tokens of 28 px, scaled back by 640/644, 480/476.
+    bundle = sample_qwen_bundle(Path("unused"))
+    sx, sy = 640 / 644, 480 / 476
+    assert model_to_frame(bundle.preprocess, 480, 640) == pytest.approx((sx, sy, 0.0, 0.0))
+    assert kept_boxes(np.array([0, 22, 23, 390]), bundle, 480, 640) == [
+        (0, 0, round(28 * sx), round(28 * sy)),  # token 0: the top-left cell (no CLS on Qwen)
+        (round(616 * sx), 0, 640, round(28 * sy)),  # token 22: the end of the first row
+        (0, round(28 * sy), round(28 * sx), round(56 * sy)),  # token 23: the second row
+        (round(616 * sx), round(448 * sy), 640, 480),  # the last token: the bottom-right cell
+    ]
