@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[runtime,export,bench,engine,dev]'
 	touch $(STAMP)
 
+# LLaVA-1.5, then Qwen2.5-VL and LLaVA-NeXT (any-res views) briefly; --family llava-onevision too.
 demo: install
 	$(VENV)/bin/zipvlm demo
 	$(VENV)/bin/zipvlm demo --family qwen2.5-vl --seconds 5
+	$(VENV)/bin/zipvlm demo --family llava-next --seconds 5
 
 # The whole suite (what CI runs); test-fast skips the tests marked slow, for the edit loop.
 test: install
@@ -27,13 +29,15 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 # Vision graph, the language side (builds its real-size bundles on the first run), the INT8
-# vision graph, then streaming (which streams the INT8 bench's bundle too), then Qwen2.5-VL-3B.
+# vision graph, then streaming (which streams the INT8 bench's bundle too), then Qwen2.5-VL-3B,
+# then any-res views (LLaVA-NeXT-7B's 2,880 tokens vs 160/320/640; OneVision-0.5B at 640x480).
 bench: install
 	$(PY) -m zipvlm.bench.vision
 	$(PY) -m zipvlm.bench.language
 	$(PY) -m zipvlm.bench.int8
 	$(PY) -m zipvlm.bench.stream
 	$(PY) -m zipvlm.bench.qwen
+	$(PY) -m zipvlm.bench.anyres
 
 # Vision + prefill in PyTorch FP16 on a CUDA GPU (PyPI's torch wheel for Linux is a CUDA build; not part of `bench`).
 bench-gpu: install

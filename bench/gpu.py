@@ -5,9 +5,11 @@ every token against VisionGraph with VisionZip, then a random-weight language
 model's prefill over the prompt each gives (text + image tokens; the logits of
 the last position only, as a deployed decoder computes them). Pairs are
 LLaVA-1.5-7B's (CLIP-L/336 -> Vicuna-7B) and LLaVA-OneVision-0.5B's (SigLIP
-so400m/384 -> Qwen2-0.5B). Each figure is the median of --repeats runs after
-warm-up, timed between CUDA synchronisations; weights are random, since
-latency does not depend on them. PyTorch rather than TensorRT or
+so400m/384 -> Qwen2-0.5B), one view each; and LLaVA-NeXT-7B's views of a
+672x672 image (5 x CLIP-L/336 -> Vicuna-7B): transformers' 2,928 tokens against
+VisionZip's 160 / 320 / 640, the paper's setting (its prefill: 8x at 160).
+Each figure is the median of --repeats runs after warm-up, timed between CUDA
+synchronisations; weights are random, since latency does not depend on them. PyTorch rather than TensorRT or
 onnxruntime-gpu: it is what a GPU host without TensorRT runs (see docs/benchmarks.md).
 """
 
@@ -27,7 +29,11 @@ import torch
 
 from zipvlm.bench.report import GPU_COLUMNS, markdown_table, save_gpu_plot
 from zipvlm.bench.vision import TOWERS, TowerShape, build_random
+from zipvlm.bundle.anyres import AnyresGeometry
+from zipvlm.models.anyres import AnyresVisionGraph
+from zipvlm.models.anyres_layout import TransformersLayout, VisionZipLayout
 from zipvlm.models.llava import VisionGraph
+from zipvlm.models.tiny import NEXT_GRIDS
 from zipvlm.models.visionzip import AllTokens, VisionZip, VisionZipConfig
 
 
@@ -50,6 +56,10 @@ QWEN2_05B = LanguageShape("Qwen2-0.5B", "qwen2", 896, 24, 14, 2, 4864, 151936)
 PAIRS = ((TOWERS[0], VICUNA_7B), (TOWERS[1], QWEN2_05B))
 # None: every token, as the model itself selects them; then the paper's 64, 128 and 192.
 SELECTIONS = (None, VisionZipConfig(54, 10), VisionZipConfig(108, 20), VisionZipConfig(162, 30))
+# LLaVA-NeXT-7B at 672x672 (5 views); per view 32 / 64 / 128 (bench/anyres.py says why these D, C).
+NEXT_672 = AnyresGeometry(672, 672, 336, 14, tuple((r * 336, c * 336) for r, c in NEXT_GRIDS))
+ANYRES_PAIRS = ((TOWERS[0], VICUNA_7B, NEXT_672),)
+ANYRES_SELECTIONS = (None, VisionZipConfig(27, 5), VisionZipConfig(54, 10), VisionZipConfig(108, 20))
 TEXT_TOKENS = 40  # template and question around the image, as in bench.language
 
 
@@ -98,6 +108,22 @@ def median_ms(run: Callable[[], object], device: torch.device, repeats: int, war
     return statistics.median(times)
 
 
+def vision_graph(tower, projector, spec, selection, geometry: AnyresGeometry | None) -> VisionGraph:
+    """The graph `zipvlm export` traces: one view, or an any-res geometry's views and layout."""
+    if selection is None:
+        selector: torch.nn.Module = AllTokens(spec.num_tokens, spec.has_cls)
+    else:
+        selector = VisionZip(selection, spec.num_tokens, spec.has_cls)
+    if geometry is None:
+        return VisionGraph(tower, projector, spec, selector)
+    if selection is None:
+        newline = torch.randn(projector.linear_2.out_features)
+        layout: torch.nn.Module = TransformersLayout(geometry, newline, spec.num_tokens - int(spec.has_cls))
+    else:
+        layout = VisionZipLayout(geometry, selection.dominant, spec.num_tokens, spec.has_cls)
+    return AnyresVisionGraph(tower, projector, spec, selector, layout, geometry.num_views)
+
+
 def bench_pair(
     tower_shape: TowerShape,
     language: LanguageShape,
@@ -105,20 +131,19 @@ def bench_pair(
     repeats: int,
     device: torch.device,
     dtype: torch.dtype,
+    geometry: AnyresGeometry | None = None,
 ) -> list[dict]:
     """One row per selection: vision, prefill and their sum, and each as a ratio to every token."""
     tower, projector, spec = build_random(tower_shape, attn="sdpa")
     tower, projector = tower.to(device, dtype), projector.to(device, dtype)
     llm = build_language_model(language, device, dtype)
-    pixels = torch.randn(1, 3, tower_shape.image_size, tower_shape.image_size, device=device, dtype=dtype)
+    views = [geometry.num_views] if geometry else []
+    size = tower_shape.image_size
+    pixels = torch.randn(1, *views, 3, size, size, device=device, dtype=dtype)
+    where = f", {geometry.num_views} views of {geometry.width}x{geometry.height}" if geometry else ""
     rows = []
     for selection in selections:
-        selector = (
-            AllTokens(spec.num_tokens, spec.has_cls)
-            if selection is None
-            else VisionZip(selection, spec.num_tokens, spec.has_cls)
-        )
-        graph = VisionGraph(tower, projector, spec, selector.to(device)).eval()
+        graph = vision_graph(tower, projector, spec, selection, geometry).to(device, dtype).eval()
         with torch.inference_mode():
             image_embeds = graph(pixels)[0]
         text = torch.randn(1, TEXT_TOKENS, language.width, device=device, dtype=dtype)
@@ -129,7 +154,7 @@ def bench_pair(
         )
         rows.append(
             {
-                "pair": f"{tower_shape.name.split(' ->')[0]} -> {language.name}",
+                "pair": f"{tower_shape.name.split(' ->')[0]}{where} -> {language.name}",
                 "setting": "all tokens" if selection is None else f"VisionZip K={image_embeds.shape[1]}",
                 "image_tokens": image_embeds.shape[1],
                 "prompt_tokens": prompt.shape[1],
@@ -183,17 +208,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     return report(
-        run(PAIRS, SELECTIONS, args.repeats, device, getattr(torch, args.dtype)),
+        run(PAIRS, SELECTIONS, args.repeats, device, getattr(torch, args.dtype), ANYRES_PAIRS),
         device_facts(device) | {"dtype": args.dtype, "repeats": args.repeats, "text_tokens": TEXT_TOKENS},
         args.out,
         args.json,
     )
 
 
-def run(pairs, selections, repeats: int, device: torch.device, dtype: torch.dtype) -> list[dict]:
+def run(
+    pairs,
+    selections,
+    repeats: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    anyres_pairs=(),
+    anyres_selections=ANYRES_SELECTIONS,
+) -> list[dict]:
+    jobs = [(tower, language, selections, None) for tower, language in pairs]
+    jobs += [(tower, language, anyres_selections, geometry) for tower, language, geometry in anyres_pairs]
     rows = []
-    for tower_shape, language in pairs:
-        rows += bench_pair(tower_shape, language, selections, repeats, device, dtype)
+    for tower_shape, language, chosen, geometry in jobs:
+        rows += bench_pair(tower_shape, language, chosen, repeats, device, dtype, geometry)
         if device.type == "cuda":
             torch.cuda.empty_cache()  # the next pair's models replace this one's
     return rows

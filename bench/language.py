@@ -80,6 +80,7 @@ class BenchPlan:
     repeats: int = 3
     new_tokens: int = 32
     threads: int = 2
+    camera: tuple[int, int] | None = None  # (width, height): any-res folders' --image-size
 
 
 @dataclass
@@ -92,9 +93,10 @@ class Prepared:
 def prepare(name: str, spec: TinySpec, plan: BenchPlan, cache: Path) -> Prepared:
     """Build (or reuse) the random folder, one bundle per precision and the vision graphs."""
     from zipvlm.bundle.format import is_bundle
+    from zipvlm.export.family import open_family
     from zipvlm.export.pipeline import ExportOptions, export_bundle
     from zipvlm.export.vision import export_vision_graph
-    from zipvlm.models.llava import image_token_count, load_vision_graph, open_llava_folder
+    from zipvlm.models.llava import open_llava_folder
 
     root = cache / name
     folder = root / "llava"
@@ -109,20 +111,23 @@ def prepare(name: str, spec: TinySpec, plan: BenchPlan, cache: Path) -> Prepared
         bundles[quant] = root / f"bundle-{quant}"
         if not is_bundle(bundles[quant]):
             print(f"[{name}] zipvlm export --quant {quant}", file=sys.stderr)
-            export_bundle(ExportOptions(folder, bundles[quant], BUNDLE_SELECTION, quant=quant))
-    llava = open_llava_folder(folder)
+            options = ExportOptions(
+                folder, bundles[quant], BUNDLE_SELECTION, quant=quant, image_size=plan.camera
+            )
+            export_bundle(options)
+    family = open_family(folder, plan.camera)
     graphs = {}
     for selection in plan.selections:
-        tokens = image_token_count(llava, selection)
+        tokens = family.describe(root, selection, [], {}).selection.num_image_tokens
         graphs[tokens] = root / f"vision-{tokens}.onnx"
         if not graphs[tokens].exists():
             print(f"[{name}] vision graph, {tokens} tokens", file=sys.stderr)
             with tempfile.TemporaryDirectory(dir=root) as work:
-                path = export_vision_graph(
-                    load_vision_graph(llava, selection), (spec.image_size,) * 2, Path(work) / "vision.onnx"
-                )
+                graph = family.vision_graph(selection)
+                path = export_vision_graph(graph, family.input_hw, Path(work) / "vision.onnx", family.views)
                 path.rename(graphs[tokens])
-    return Prepared(bundles, graphs, llava.config.text_config.vocab_size)
+                del graph  # a real-size tower: one at a time
+    return Prepared(bundles, graphs, open_llava_folder(folder).config.text_config.vocab_size)
 
 
 def time_bundle(

@@ -69,6 +69,22 @@ QWEN_COLUMNS = (
     ("camera", "camera", "{}"),
     *(column for column in LANGUAGE_COLUMNS if column[0] not in ("decoder", "quant", "flop_ceiling")),
 )
+# The any-res bench: every token against VisionZip per view, the paper's prefill speed-up beside ours.
+ANYRES_COLUMNS = (
+    ("model", "model", "{}"),
+    ("camera", "camera", "{}"),
+    ("quant", "decoder", "{}"),
+    ("image_tokens", "image tokens", "{}"),
+    ("prompt_tokens", "prompt tokens", "{}"),
+    ("vision_ms", "vision ms", "{:.0f}"),
+    ("prefill_ms", "prefill ms", "{:.0f}"),
+    ("prefill_speedup", "prefill speed-up", "{:.2f}x"),
+    ("paper_prefill_speedup", "paper's prefill speed-up", "{}"),
+    ("ttft_ms", "TTFT ms", "{:.0f}"),
+    ("ttft_speedup", "TTFT speed-up", "{:.2f}x"),
+    ("decode_tokens_per_s", "decode tok/s", "{:.1f}"),
+    ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+)
 
 STREAM_COLUMNS = (
     ("setting", "setting", "{}"),

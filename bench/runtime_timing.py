@@ -40,9 +40,15 @@ def camera_frame(shape: tuple[int, int, int] = FRAME_SHAPE) -> np.ndarray:
 
 
 def bundle_frame_shape(bundle) -> tuple[int, int, int]:
-    """The frame a bundle is timed on: its camera's size where it fixed one (Qwen2.5-VL), else VGA."""
-    qwen = bundle.qwen
-    return (qwen.camera_height, qwen.camera_width, 3) if qwen is not None else FRAME_SHAPE
+    """The frame a bundle is timed on: its camera's size where it fixed one (Qwen2.5-VL, any-res),
+    else VGA."""
+    qwen, anyres = bundle.qwen, bundle.anyres
+    if qwen is not None:
+        return qwen.camera_height, qwen.camera_width, 3
+    if anyres is not None:
+        width, height = anyres.camera
+        return height, width, 3
+    return FRAME_SHAPE
 
 
 def median_ms(run, repeats: int) -> float:

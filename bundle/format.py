@@ -18,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from zipvlm.bundle.anyres import FAMILIES, TRANSFORMERS_LAYOUT, VISIONZIP_LAYOUT, AnyresGeometry
 from zipvlm.bundle.errors import BundleError
 from zipvlm.bundle.grid import PatchGrid
 
@@ -89,6 +90,39 @@ class PreprocessSpec:
             )
         object.__setattr__(self, "mean", tuple(self.mean))
         object.__setattr__(self, "std", tuple(self.std))
+
+
+@dataclass(frozen=True)
+class AnyresSection:
+    """Any-resolution views (manifest key `anyres`; LLaVA-NeXT and LLaVA-OneVision bundles only).
+
+    The camera's size fixed the grid at export, so the graph takes `num_views` views per
+    image. With VisionZip, `visionzip.dominant` and `.contextual` are per view.
+    """
+
+    family: str  # "llava_next" or "llava_onevision"
+    camera: tuple[int, int]  # (width, height) the views were laid out for (export --image-size)
+    pinpoints: tuple[tuple[int, int], ...]  # the processor's image_grid_pinpoints, (height, width)
+    max_crops_area: int | None  # N of OneVision's anyres_max_N; None on LLaVA-NeXT
+    grid: tuple[int, int]  # (rows, cols) of crops
+    num_views: int  # 1 + rows * cols: the whole frame, then the crops in raster order
+    layout: str  # "transformers" (--no-zip) or "visionzip" (the VisionZip authors' order)
+    newline_rows: int  # image_newline rows among the image's tokens (0 with VisionZip)
+    kept_per_view: int  # columns of keep_indices per view
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "camera", tuple(self.camera))
+        object.__setattr__(self, "pinpoints", tuple(tuple(p) for p in self.pinpoints))
+        object.__setattr__(self, "grid", tuple(self.grid))
+        if self.family not in FAMILIES or self.layout not in (TRANSFORMERS_LAYOUT, VISIONZIP_LAYOUT):
+            raise BundleError(f"unknown any-res family '{self.family}' or layout '{self.layout}'")
+
+    def geometry(self, vision: VisionSection) -> AnyresGeometry:
+        """The views of a camera-sized frame."""
+        width, height = self.camera
+        return AnyresGeometry(
+            width, height, vision.image_size, vision.patch_size, self.pinpoints, self.max_crops_area
+        )
 
 
 @dataclass(frozen=True)
@@ -169,7 +203,7 @@ class Bundle:
     """A bundle directory and its manifest, typed. `files` is empty until `write` hashes them."""
 
     path: Path
-    model_family: str  # "llava/<tower>/<language model>"
+    model_family: str  # "<model type>/<tower>/<language model>", e.g. "llava/clip/llama"
     source_model: str  # the folder it was exported from
     vision: VisionSection
     selection: SelectionSection
@@ -179,6 +213,7 @@ class Bundle:
     files: Mapping[str, str] = field(default_factory=dict)  # file name -> sha256
     generator: str = GENERATOR
     qwen: QwenSection | None = None  # Qwen2.5-VL: the grid and 3D positions
+    anyres: AnyresSection | None = None  # any-resolution views (LLaVA-NeXT / OneVision)
 
     @classmethod
     def open(cls, path: Path, verify_hashes: bool = True) -> Bundle:
@@ -202,11 +237,12 @@ class Bundle:
             **{key: manifest.get(key) for key in ("image_token_id", "eos_token_ids", "chat_template")},
         }
         language["eos_token_ids"] = tuple(language.get("eos_token_ids") or ())
+        vision = _typed(VisionSection, _section(manifest, "vision", path), "vision", path)
         return cls(
             path=path,
             model_family=str(manifest.get("model_family", "")),
             source_model=str(manifest.get("source_model", "")),
-            vision=_typed(VisionSection, _section(manifest, "vision", path), "vision", path),
+            vision=vision,
             selection=_typed(SelectionSection, _section(manifest, "visionzip", path), "visionzip", path),
             preprocess=_typed(PreprocessSpec, _section(manifest, "preprocess", path), "preprocess", path),
             language=_typed(LanguageSection, language, "llm", path),
@@ -216,6 +252,7 @@ class Bundle:
             qwen=_typed(QwenSection, _section(manifest, "qwen", path), "qwen", path)
             if "qwen" in manifest
             else None,
+            anyres=_anyres_section(manifest, vision, path),
         )
 
     def manifest(self) -> dict[str, Any]:
@@ -244,6 +281,7 @@ class Bundle:
                 if self.qwen
                 else {}
             ),
+            **({"anyres": dataclasses.asdict(self.anyres)} if self.anyres else {}),
         }
 
     def write(self) -> Bundle:
@@ -293,14 +331,23 @@ class Bundle:
         return self.files.get(name) or sha256_file(self.path / name)
 
     def vision_io(self) -> dict[str, list]:
-        """The vision graph's inputs and outputs, shape per name (None: the dynamic batch)."""
+        """The vision graph's inputs and outputs, shape per name (None: the dynamic batch).
+
+        An any-res graph takes the views of each image on a second axis, [B, V, 3, S, S], and
+        keeps indices per view, [B, V, D]: B stays the number of images on every tensor.
+        """
         height = width = self.vision.image_size
         if self.qwen is not None:
             height, width = self.qwen.image_height, self.qwen.image_width
+        embeds = [None, self.selection.num_image_tokens, self.language.hidden_size]
+        if self.anyres is None:
+            views, kept = [], [self.selection.kept_width]
+        else:
+            views, kept = [self.anyres.num_views], [self.anyres.num_views, self.anyres.kept_per_view]
         return {
-            "pixel_values": [None, 3, height, width],
-            "image_embeds": [None, self.selection.num_image_tokens, self.language.hidden_size],
-            "keep_indices": [None, self.selection.kept_width],
+            "pixel_values": [None, *views, 3, height, width],
+            "image_embeds": embeds,
+            "keep_indices": [None, *kept],
         }
 
     @property
@@ -359,6 +406,21 @@ def _typed(kind: type, values: dict[str, Any], key: str, path: Path):
             f"{path}: {MANIFEST_NAME}'s '{key}' section lacks {', '.join(missing)}: re-export the bundle"
         )
     return kind(**{name: values[name] for name in names})
+
+
+def _anyres_section(manifest: dict[str, Any], vision: VisionSection, path: Path) -> AnyresSection | None:
+    """The optional `anyres` section, checked against the grid its camera size gives."""
+    if "anyres" not in manifest:
+        return None
+    section = _typed(AnyresSection, _section(manifest, "anyres", path), "anyres", path)
+    geometry = section.geometry(vision)
+    if (geometry.grid, geometry.num_views) != (section.grid, section.num_views):
+        raise BundleError(
+            f"{path}: {MANIFEST_NAME}'s 'anyres' grid {list(section.grid)} does not follow from its "
+            f"camera size {section.camera[0]}x{section.camera[1]} (that gives {list(geometry.grid)}): "
+            "re-export the bundle"
+        )
+    return section
 
 
 def sha256_file(path: Path) -> str:

@@ -35,7 +35,7 @@ from zipvlm.bundle.format import FLOAT_GRAPH, INT8_GRAPH, Bundle
 from zipvlm.bundle.graph_checks import QDQ_OPS, check_qdq_placement, check_vision_graph
 from zipvlm.calib.frames import Frame, FrameSet, load_frame_set
 from zipvlm.calib.selection import QUANTIZED_OPS, float_nodes
-from zipvlm.runtime.agreement import cosine, keep_iou, shared_token_cosine
+from zipvlm.runtime.agreement import KeptRows, cosine, dominant_rows, keep_iou, kept_rows, shared_token_cosine
 from zipvlm.runtime.logs import quiet_root_logger
 from zipvlm.runtime.providers import INT8_DISABLED_OPTIMIZERS, ort_session
 
@@ -141,13 +141,15 @@ def quantize_graph(source: Path, target: Path, calibration: _Frames) -> int:
 
 
 def accuracy(
-    reference: list[tuple[np.ndarray, np.ndarray]], quantized: list[tuple[np.ndarray, np.ndarray]]
+    reference: list[tuple[np.ndarray, np.ndarray]],
+    quantized: list[tuple[np.ndarray, np.ndarray]],
+    rows: KeptRows = dominant_rows,
 ) -> Accuracy:
-    """Compare per-frame (image_embeds (K, H), keep_indices (D,)) pairs of two graphs."""
+    """Compare per-frame (image_embeds (K, H), keep_indices (D,) or (V, D)) pairs of two graphs."""
     cosines, ious, whole = [], [], []
     for (ref_embeds, ref_keep), (q_embeds, q_keep) in zip(reference, quantized, strict=True):
-        cosines.append(shared_token_cosine(ref_embeds, ref_keep, q_embeds, q_keep))
-        ious.append(keep_iou(ref_keep, q_keep))
+        cosines.append(shared_token_cosine(ref_embeds, ref_keep, q_embeds, q_keep, rows))
+        ious.append(keep_iou(ref_keep, q_keep, rows))
         whole.append(cosine(ref_embeds, q_embeds))
     return Accuracy(Stat.of(cosines), Stat.of(ious), Stat.of(whole))
 
@@ -174,7 +176,8 @@ def compare(
         for session, out in zip(sessions, outputs, strict=True):
             embeds, keep = session.run(["image_embeds", "keep_indices"], {"pixel_values": batch})
             out.append((embeds[0], keep[0]))
-    return accuracy(outputs[0], outputs[1]), accuracy(outputs[0], outputs[2])
+    rows = kept_rows(bundle)
+    return accuracy(outputs[0], outputs[1], rows), accuracy(outputs[0], outputs[2], rows)
 
 
 def quantize_bundle(bundle: Path, frames: Path, options: QuantizeOptions = QuantizeOptions()) -> Int8Report:

@@ -4,7 +4,10 @@ Found from the graph's structure, not from node names: VisionZip's selection is
 everything TopK or ArgMax depends on or feeds, up to the encoder's and projector's
 weight layers (MatMul/Gemm/Conv with a constant weight), which are quantized. That
 covers the attention-score path of layer L (q·kᵀ, Softmax, ReduceSum, ...), the
-key normalisation and similarity, the gathers, scatters and merges. Every Softmax
+key normalisation and similarity, the gathers, scatters and merges. So does what
+follows the projector's last weight layer: an any-res graph's layout (constant
+gathers, the newline rows, OneVision's bilinear downscale as MatMuls by constant
+matrices), which only moves and blends finished tokens. Every Softmax
 and every MatMul that reads attention probabilities stays float as well, and so
 does the patch embedding (a weight layer reading the pixels): the most sensitive
 layer to quantize, and ~0.1% of a ViT's arithmetic.
@@ -64,7 +67,10 @@ def float_nodes(model: onnx.ModelProto) -> list[str]:
         return is_weight_layer(node, constants)
 
     decisions = [node for node in graph.node if node.op_type in DECISION_OPS]
-    keep = _walk(decisions, upstream, stop) | _walk(decisions, downstream, stop)
+    outputs = [producer[value.name] for value in graph.output if value.name in producer]
+    keep = (
+        _walk(decisions, upstream, stop) | _walk(decisions, downstream, stop) | _walk(outputs, upstream, stop)
+    )
     inputs = {value.name for value in graph.input}
     for node in graph.node:
         if is_weight_layer(node, constants) and node.input[0] in inputs:

@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DEMO_FAMILIES = ("llava", "qwen2.5-vl")  # zipvlm.export.demo.DEMOS, named here without importing torch
+DEMO_FAMILIES = (
+    "llava",
+    "qwen2.5-vl",
+    "llava-next",
+    "llava-onevision",
+)  # zipvlm.export.demo.DEMOS, named here without importing torch
 
 
 def register(commands) -> None:
     demo = commands.add_parser(
         "demo",
-        help="build a tiny random LLaVA or Qwen2.5-VL, export it, and stream a synthetic camera to it",
+        help="build a tiny random LLaVA, LLaVA-NeXT/OneVision or Qwen2.5-VL, export it, and stream a "
+        "synthetic camera to it",
         description="Build a tiny random-weight LLaVA or Qwen2.5-VL (offline), export it with VisionZip, "
         "verify it, then stream the synthetic source through it, printing answers "
         "and latencies. The answers of a random model are noise.",
@@ -27,7 +33,8 @@ def register(commands) -> None:
         "--family",
         choices=DEMO_FAMILIES,
         default="llava",
-        help="which tiny model: llava (CLIP + Llama, default) or qwen2.5-vl (640x480 frames)",
+        help="which tiny model: llava (CLIP + Llama, default), qwen2.5-vl, llava-next or llava-onevision "
+        "(the last three for the 640x480 frames; any-res views with VisionZip per view)",
     )
     demo.set_defaults(handler=run_demo)
 

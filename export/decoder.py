@@ -79,10 +79,11 @@ def export_embed(table: nn.Embedding, image_token_id: int, path: Path) -> Path:
     return path
 
 
-def build_decoder(lm_folder: Path, out: Path, quant: str) -> dict:
+def build_decoder(lm_folder: Path, out: Path, quant: str, options: tuple[str, ...] = ()) -> dict:
     """Run onnxruntime-genai's builder in a subprocess (its memory is freed when it exits).
 
     int8 quantizes the builder's float32 graph with onnxruntime's dynamic quantizer.
+    `options` are more of the builder's `--extra_options` (key=value).
 
     Moves the graph into `out` as decoder.onnx (+ decoder.onnx.data) and returns the
     builder's genai config.
@@ -106,6 +107,7 @@ def build_decoder(lm_folder: Path, out: Path, quant: str) -> dict:
             str(Path(work) / "cache"),
             "--extra_options",
             "exclude_embeds=true",
+            *options,
         ]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
@@ -221,7 +223,7 @@ def export_language(
     """Write decoder.onnx (+ .data), embed.onnx and genai_config.json into `out`."""
     with tempfile.TemporaryDirectory(prefix="zipvlm-lm-") as work:
         lm = write_language_model_folder(folder, Path(work))
-        config = build_decoder(lm.path, out, quant)
+        config = build_decoder(lm.path, out, quant, lm.builder_options)
         export_embed(lm.embed_tokens, folder.config.image_token_id, out / EMBED_GRAPH)
     config = pipeline_config(config, eos_token_ids, threads)
     (out / GENAI_CONFIG).write_text(json.dumps(config, indent=2) + "\n")

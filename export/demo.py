@@ -17,6 +17,9 @@ from zipvlm.models.visionzip import VisionZipConfig
 
 log = logging.getLogger("zipvlm.demo")
 
+SYNTHETIC_SIZE = (640, 480)  # the synthetic source's frames: the camera of the grid families' demos
+ANYRES_EXPORT = "--image-size 640x480 --dominant 54 --contextual 10 --out my.bundle"
+
 
 @dataclass(frozen=True)
 class DemoModel:
@@ -40,9 +43,29 @@ DEMOS = {
         "tiny-qwen2.5-vl",
         "Qwen2.5-VL",
         build_tiny_qwen25vl,
-        {"zip": VisionZipConfig(36, 7), "image_size": (640, 480)},
+        {"zip": VisionZipConfig(36, 7), "image_size": SYNTHETIC_SIZE},
         "zipvlm export --model /path/to/Qwen2.5-VL-3B-Instruct --image-size 640x480 --dominant 36 "
         "--contextual 7 --out my.bundle",
+    ),
+    # Any-res views of 640x480 frames: 2x2 crops + the whole frame, (54, 10) per view: 320 tokens.
+    "llava-next": DemoModel(
+        "tiny-llava-next",
+        "LLaVA-NeXT (CLIP + Llama, any-res views)",
+        lambda path: build_tiny_llava(path, TinySpec(architecture="llava_next", max_positions=8192)),
+        {"zip": VisionZipConfig(54, 10), "image_size": SYNTHETIC_SIZE},
+        f"zipvlm export --model /path/to/llava-v1.6-vicuna-7b-hf {ANYRES_EXPORT}",
+    ),
+    "llava-onevision": DemoModel(
+        "tiny-llava-onevision",
+        "LLaVA-OneVision (SigLIP + Qwen2, any-res views)",
+        lambda path: build_tiny_llava(
+            path,
+            TinySpec(
+                family="siglip-qwen2", architecture="llava_onevision", image_size=384, max_positions=8192
+            ),
+        ),
+        {"zip": VisionZipConfig(54, 10), "image_size": SYNTHETIC_SIZE},
+        f"zipvlm export --model /path/to/llava-onevision-qwen2-0.5b-ov-hf {ANYRES_EXPORT}",
     ),
 }
 

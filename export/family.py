@@ -23,6 +23,7 @@ GraphEntries = dict[str, dict[str, Any]]  # manifest `graphs`: file name -> dtyp
 class ExportFamily(Protocol):
     path: Path  # the model folder
     input_hw: tuple[int, int]  # (H, W) of the vision graph's pixel_values
+    views: int | None  # any-res views per image: pixel_values (B, views, 3, H, W); None: (B, 3, H, W)
     half_scopes: tuple[str, ...]  # module scopes of the vision graph that --fp16 runs in float16
 
     def load_note(self, zip_config: VisionZipConfig | None) -> str:
@@ -48,11 +49,16 @@ class ExportFamily(Protocol):
 
 def open_family(model: Path, image_size: tuple[int, int] | None) -> ExportFamily:
     """The family adapter for the folder at `model` (one clear line for any other architecture)."""
+    from zipvlm.export.anyres import AnyresExport
     from zipvlm.export.llava import LlavaExport
     from zipvlm.export.qwen import QwenExport
+    from zipvlm.models.anyres import ANYRES_MODEL_TYPES
     from zipvlm.models.qwen25vl import MODEL_TYPE as QWEN
 
     model = Path(model)
-    if read_config(model).get("model_type") == QWEN:
+    model_type = read_config(model).get("model_type")  # a bad folder or config.json: one line first
+    if model_type == QWEN:
         return QwenExport.open(model, image_size)
+    if model_type in ANYRES_MODEL_TYPES:
+        return AnyresExport.open(model, image_size)
     return LlavaExport.open(model, image_size)

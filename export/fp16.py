@@ -24,7 +24,7 @@ import onnx
 from zipvlm.bundle.errors import VerificationError
 from zipvlm.export.onnx_io import save_model
 from zipvlm.export.verify import run_onnx
-from zipvlm.runtime.agreement import keep_iou, shared_token_cosine
+from zipvlm.runtime.agreement import KeptRows, dominant_rows, keep_iou, shared_token_cosine
 
 SCOPE_KEY = "pkg.torch.onnx.name_scopes"
 
@@ -87,15 +87,20 @@ def convert_to_fp16(source: Path, target: Path, half_scopes: tuple[str, ...]) ->
 
 
 def verify_fp16(
-    float_path: Path, half_path: Path, pixels: np.ndarray, tolerance: Fp16Tolerance = FP16_TOLERANCE
+    float_path: Path,
+    half_path: Path,
+    pixels: np.ndarray,
+    tolerance: Fp16Tolerance = FP16_TOLERANCE,
+    rows: KeptRows = dominant_rows,
 ) -> Fp16Result:
-    """Compare the float16 graph with the float32 one; raise VerificationError below tolerance."""
+    """Compare the float16 graph with the float32 one; raise VerificationError below tolerance.
+    `rows` says where each kept token sits in image_embeds (runtime/agreement.py)."""
     ref_embeds, ref_keep = run_onnx(float_path, pixels)
     half_embeds, half_keep = run_onnx(half_path, pixels)
     pairs = list(zip(ref_embeds, ref_keep, half_embeds, half_keep, strict=True))
     result = Fp16Result(
-        keep_iou=float(np.mean([keep_iou(a, b) for _, a, _, b in pairs])),
-        cosine=min(shared_token_cosine(*pair) for pair in pairs),
+        keep_iou=float(np.mean([keep_iou(a, b, rows) for _, a, _, b in pairs])),
+        cosine=min(shared_token_cosine(*pair, rows=rows) for pair in pairs),
     )
     if result.keep_iou < tolerance.keep_iou or result.cosine < tolerance.cosine:
         raise VerificationError(

@@ -42,6 +42,11 @@ class LlavaExport:
         return self.folder.path
 
     @property
+    def views(self) -> int | None:
+        """One view per image: pixel_values (B, 3, H, W)."""
+        return None
+
+    @property
     def input_hw(self) -> tuple[int, int]:
         side = self.folder.tower.image_size
         return side, side

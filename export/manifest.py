@@ -6,6 +6,7 @@ every field it needs is spelled out here rather than left to a processor class.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 from zipvlm.bundle.errors import ModelFolderError
 from zipvlm.bundle.format import (
+    AnyresSection,
     Bundle,
     LanguageSection,
     PreprocessSpec,
@@ -105,13 +107,17 @@ def describe_bundle(
     num_image_tokens: int,
     eos_ids: list[int],
     graphs: dict[str, dict[str, Any]],
+    anyres: AnyresSection | None = None,
 ) -> Bundle:
     """The bundle written to `directory` (its files are hashed by `Bundle.write`)."""
     tower = folder.tower
     text = folder.config.text_config
+    preprocess = preprocess_spec(folder.preprocessor, tower.image_size)
+    if anyres is not None:  # do_pad pads the crops (the any-res rule), not the whole image
+        preprocess = dataclasses.replace(preprocess, pad_to_square=False)
     return Bundle(
         path=directory,
-        model_family=f"llava/{tower.family}/{text.model_type}",
+        model_family=f"{folder.model_type}/{tower.family}/{text.model_type}",
         source_model=str(folder.path.resolve()),
         vision=VisionSection(
             tower=tower.family,
@@ -128,7 +134,7 @@ def describe_bundle(
             contextual=zip_config.contextual if zip_config else None,
             num_image_tokens=num_image_tokens,
         ),
-        preprocess=preprocess_spec(folder.preprocessor, tower.image_size),
+        preprocess=preprocess,
         language=LanguageSection(
             model_type=text.model_type,
             hidden_size=folder.llm_hidden_size,
@@ -137,4 +143,5 @@ def describe_bundle(
             chat_template=chat_template(folder.path),
         ),
         graphs=graphs,
+        anyres=anyres,
     )

@@ -35,6 +35,7 @@ from zipvlm.export.manifest import copy_model_files
 from zipvlm.export.verify import sample_pixels, verify_against_torch
 from zipvlm.export.vision import export_vision_graph
 from zipvlm.models.visionzip import VisionZipConfig
+from zipvlm.runtime.agreement import kept_rows
 
 log = logging.getLogger("zipvlm.export")
 
@@ -99,7 +100,7 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
     try:
         vision = work / FLOAT_GRAPH
         with stage("trace") as note:
-            export_vision_graph(graph, family.input_hw, vision)
+            export_vision_graph(graph, family.input_hw, vision, family.views)
             note.append(f"saved {vision.name} ({human_size(vision)})")
         eos = family.eos_token_ids()
         graphs: GraphEntries = {FLOAT_GRAPH: {"dtype": "float32", "quantization": "none"}}
@@ -112,7 +113,7 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
                 f"Compress/Unique; TopK x{report.op_counts.get('TopK', 0)} with constant K; "
                 f"static shapes but batch"
             )
-        pixels = sample_pixels(VERIFY_BATCH, family.input_hw)
+        pixels = sample_pixels(VERIFY_BATCH, family.input_hw, views=family.views)
         with stage("verify") as note:
             result = verify_against_torch(graph, vision, pixels)
             note.append(
@@ -123,7 +124,7 @@ def export_bundle(options: ExportOptions) -> ExportSummary:
             with stage("fp16") as note:
                 half = convert_to_fp16(vision, work / FP16_GRAPH, family.half_scopes)
                 check_vision_graph(half, expected)  # what TensorRT 11 builds FP16 plans from
-                fp16 = verify_fp16(vision, half, pixels.numpy())
+                fp16 = verify_fp16(vision, half, pixels.numpy(), rows=kept_rows(bundle))
                 note.append(
                     f"saved {half.name} ({human_size(half)}, checks passed); vs float32: kept-index IoU "
                     f"{fp16.keep_iou:.3f}, cosine on shared kept tokens {fp16.cosine:.5f} "

@@ -21,10 +21,13 @@ class VerifyResult:
     batch: int
 
 
-def sample_pixels(batch: int, input_hw: tuple[int, int], seed: int = 0) -> torch.Tensor:
-    """Deterministic normalised-looking images of (height, width), different per batch item."""
+def sample_pixels(
+    batch: int, input_hw: tuple[int, int], seed: int = 0, views: int | None = None
+) -> torch.Tensor:
+    """Deterministic normalised-looking images of (height, width), different per batch item (and
+    per view: `views` any-res views per image give (batch, views, 3, H, W))."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 3, *input_hw, generator=generator)
+    return torch.randn(batch, *([views] if views else []), 3, *input_hw, generator=generator)
 
 
 def run_onnx(path: Path, pixels: np.ndarray, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +49,7 @@ def verify_against_torch(
     indices_equal = np.array_equal(got_keep, want_keep.numpy())
     diff = float(np.abs(got_embeds - want_embeds.numpy()).max())
     if not indices_equal:
-        rows = int((got_keep != want_keep.numpy()).any(axis=1).sum())
+        rows = int((got_keep != want_keep.numpy()).reshape(len(got_keep), -1).any(axis=1).sum())
         raise VerificationError(
             f"onnxruntime kept different tokens than PyTorch in {rows} of {len(got_keep)} images"
         )

@@ -32,14 +32,16 @@ def quiet_exporter() -> Iterator[None]:
         exporter_log.setLevel(level)
 
 
-def export_vision_graph(graph: torch.nn.Module, input_hw: tuple[int, int], path: Path) -> Path:
-    """Export a vision graph module taking pixel_values (B, 3, H, W) with torch's dynamo exporter;
-    weights go to external data near 2 GB.
+def export_vision_graph(
+    graph: torch.nn.Module, input_hw: tuple[int, int], path: Path, views: int | None = None
+) -> Path:
+    """Export a vision graph module taking pixel_values (B, 3, H, W), or (B, views, 3, H, W) for
+    an any-res graph, with torch's dynamo exporter; weights go to external data near 2 GB.
 
     The example has batch 2: a batch-1 example with a dynamic batch dim silently
     exports a static batch of 1.
     """
-    example = torch.zeros(2, 3, *input_hw)
+    example = torch.zeros(2, *([views] if views else []), 3, *input_hw)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with quiet_exporter(), torch.no_grad():
         program = torch.onnx.export(

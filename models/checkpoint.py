@@ -20,7 +20,7 @@ from zipvlm.bundle.errors import ModelFolderError
 # Every family zipvlm exports, as one clause of an error message.
 SUPPORTED_FOLDERS = (
     "supported: LLaVA ('llava': LLaVA-1.5 with a CLIP tower, llava-interleave / SigLIP LLaVAs), "
-    "Qwen2.5-VL ('qwen2_5_vl')"
+    "LLaVA-NeXT ('llava_next'), LLaVA-OneVision ('llava_onevision'), Qwen2.5-VL ('qwen2_5_vl')"
 )
 
 
@@ -89,3 +89,15 @@ def _strip(key: str, prefixes: tuple[str, ...]) -> str | None:
         if key.startswith(prefix):
             return key[len(prefix) :]
     return None
+
+
+def read_tensor(folder: Path, names: tuple[str, ...]) -> torch.Tensor:
+    """The one tensor stored under any of `names` (naming differs across transformers versions)."""
+    from safetensors import safe_open
+
+    for file in checkpoint_files(Path(folder)):
+        with safe_open(str(file), framework="pt") as handle:
+            for name in names:
+                if name in handle.keys():  # noqa: SIM118 - safe_open is not a dict
+                    return handle.get_tensor(name)
+    raise ModelFolderError(f"{folder}: the checkpoint has no {names[-1]} tensor")

@@ -34,6 +34,23 @@ SHARD_BYTES = 2 * 1024**3
 class LanguageModelFolder:
     path: Path
     embed_tokens: nn.Embedding  # float32 copy of the input embedding table, for embed.onnx
+    builder_options: tuple[str, ...] = ()  # extra `key=value` options for onnxruntime-genai's builder
+
+
+def sliding_window_fix(text_config) -> tuple[str, ...]:
+    """Make the genai builder window a Mistral model's attention as transformers does.
+
+    The builder windows only the layers whose `layer_types[i]` is "sliding_attention";
+    Mistral configs have no layer_types, so it would silently attend to everything
+    (wrong as soon as the context exceeds the window). With layer_types written, its
+    default is a ring-buffer KV cache that cannot start from an empty or reused past
+    (the stream's prefix cache); windowed_kv_cache=false keeps the growing cache and
+    windows the attention itself.
+    """
+    if text_config.model_type != "mistral" or getattr(text_config, "sliding_window", None) is None:
+        return ()
+    text_config.layer_types = ["sliding_attention"] * text_config.num_hidden_layers
+    return ("windowed_kv_cache=false",)
 
 
 def write_language_model_folder(folder: LlavaFolder, out: Path) -> LanguageModelFolder:
@@ -80,13 +97,14 @@ def write_language_model_folder(folder: LlavaFolder, out: Path) -> LanguageModel
         raise ModelFolderError(f"{folder.path}: the checkpoint has no language-model embedding table")
     text = text.__class__(**text.to_dict())
     text.architectures = [CAUSAL_LM[text.model_type]]
+    builder_options = sliding_window_fix(text)
     text.save_pretrained(out)
     # The builder also saves the tokenizer; giving it the fast one avoids a conversion.
     for name in ("generation_config.json", "tokenizer.json", "tokenizer_config.json"):
         if (folder.path / name).is_file():
             shutil.copy2(folder.path / name, out / name)
     table = nn.Embedding.from_pretrained(embed.to(torch.float32), freeze=True)
-    return LanguageModelFolder(out, table)
+    return LanguageModelFolder(out, table, builder_options)
 
 
 def _rename(key: str) -> str | None:

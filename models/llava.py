@@ -20,7 +20,8 @@ from zipvlm.models.checkpoint import SUPPORTED_FOLDERS, read_config, read_tensor
 from zipvlm.models.encoders import EncoderTrunk, TowerSpec, tower_spec
 from zipvlm.models.visionzip import AllTokens, VisionZip, VisionZipConfig
 
-SUPPORTED_MODEL_TYPES = ("llava",)
+# LLaVA-1.5 style; LLaVA-NeXT and LLaVA-OneVision (any-resolution views, models/anyres.py).
+SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "llava_onevision")
 TOWER_PREFIXES = (
     "model.vision_tower.vision_model.",
     "model.vision_tower.",
@@ -35,9 +36,14 @@ class LlavaFolder:
     """A validated LLaVA folder: its config and the files the bundle copies."""
 
     path: Path
-    config: Any  # transformers.LlavaConfig
+    config: Any  # transformers' LlavaConfig, LlavaNextConfig or LlavaOnevisionConfig
     tower: TowerSpec
     preprocessor: dict[str, Any]
+
+    @property
+    def model_type(self) -> str:
+        """'llava', or 'llava_next' / 'llava_onevision' (any-resolution views)."""
+        return self.config.model_type
 
     @property
     def llm_hidden_size(self) -> int:
@@ -55,9 +61,9 @@ def open_llava_folder(path: Path) -> LlavaFolder:
     model_type = read_config(path).get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ModelFolderError(f"{path} holds a '{model_type}' model; {SUPPORTED_FOLDERS}")
-    from transformers import LlavaConfig
+    from transformers import AutoConfig
 
-    config = LlavaConfig.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path)
     feature_layer = config.vision_feature_layer
     if not isinstance(feature_layer, int):
         raise ModelFolderError(
@@ -74,13 +80,13 @@ def open_llava_folder(path: Path) -> LlavaFolder:
 def build_tower_and_projector(folder: LlavaFolder, attn_implementation: str) -> tuple[nn.Module, nn.Module]:
     """Instantiate the vision tower and projector with the folder's weights, in float32."""
     from transformers import AutoModel
-    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
+    projector_class = _projector_class(folder.model_type)
     vision_config = copy.deepcopy(folder.config.vision_config)
     vision_config._attn_implementation = attn_implementation
     with torch.device("meta"):
         tower = AutoModel.from_config(vision_config)
-        projector = LlavaMultiModalProjector(folder.config)
+        projector = projector_class(folder.config)
     needed_tower = _names_up_to_layer(tower, folder.tower.layer_index)
     tensors = read_tensors(folder.path, TOWER_PREFIXES, PROJECTOR_PREFIXES)
     _assign(tower, needed_tower, tensors.tower, "vision tower", folder.path)
@@ -92,6 +98,19 @@ def build_tower_and_projector(folder: LlavaFolder, attn_implementation: str) -> 
         folder.path,
     )
     return tower.eval(), projector.eval()
+
+
+def _projector_class(model_type: str) -> type[nn.Module]:
+    """The projector transformers builds for this family (the same two linear layers today)."""
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+    from transformers.models.llava_next.modeling_llava_next import LlavaNextMultiModalProjector
+    from transformers.models.llava_onevision.modeling_llava_onevision import LlavaOnevisionMultiModalProjector
+
+    return {
+        "llava": LlavaMultiModalProjector,
+        "llava_next": LlavaNextMultiModalProjector,
+        "llava_onevision": LlavaOnevisionMultiModalProjector,
+    }[model_type]
 
 
 def _names_up_to_layer(tower: nn.Module, layer_index: int) -> list[str]:

@@ -48,7 +48,7 @@ class EmbeddedImage:
     """One image through preprocessing and the vision graph."""
 
     embeds: np.ndarray  # (1, K, hidden)
-    keep_indices: np.ndarray  # (1, D): the tokens the graph kept
+    keep_indices: np.ndarray  # (1, D), or (1, V, D) per view: the tokens the graph kept
     preprocess_ms: float
     vision_ms: float
 

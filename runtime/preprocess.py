@@ -150,6 +150,12 @@ def preprocess(image: np.ndarray, spec: PreprocessSpec, channel_order: str = "BG
     rgb = to_rgb(image, channel_order)
     if spec.pad_to_square:
         rgb = _pad_square(rgb, spec.mean)
+    return model_input(rgb, spec)[None]
+
+
+def model_input(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """The processor's per-image steps on (H, W, 3) uint8 RGB -> (3, S, S) float32: resize,
+    centre crop, rescale (in float64, then float32, as transformers does), normalise."""
     if spec.resize is not None:
         height, width = rgb.shape[:2]
         rgb = resize(rgb, *output_size(height, width, spec.resize), spec.resample)
@@ -162,9 +168,9 @@ def preprocess(image: np.ndarray, spec: PreprocessSpec, channel_order: str = "BG
             f"preprocessing gave {rgb.shape[:2]}, the vision graph takes "
             f"{spec.image_size}x{spec.image_size}: check the manifest's preprocess"
         )
-    scaled = rgb.astype(np.float32) * np.float32(spec.rescale_factor)
+    scaled = (rgb.astype(np.float64) * spec.rescale_factor).astype(np.float32)
     normalised = (scaled - np.array(spec.mean, np.float32)) / np.array(spec.std, np.float32)
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
 
 
 def grid_preprocess(image: np.ndarray, bundle: Bundle, channel_order: str = "BGR") -> np.ndarray:
@@ -211,4 +217,8 @@ def pixel_values(image: np.ndarray, bundle: Bundle, channel_order: str = "BGR") 
     """A decoded frame -> the vision graph's input, by the rule of the bundle's model family."""
     if bundle.qwen is not None:
         return grid_preprocess(image, bundle, channel_order)
+    if bundle.anyres is not None:
+        from zipvlm.runtime.preprocess_anyres import anyres_pixel_values  # it imports this module
+
+        return anyres_pixel_values(image, bundle, channel_order)
     return preprocess(image, bundle.preprocess, channel_order)

@@ -119,7 +119,7 @@ class StreamAnswer:
     cached_prompt_tokens: int = 0  # prompt tokens taken from the shared prefix's KV cache
     error: str | None = None
     prompt: str = ""  # the question asked (the live page's prompt can change between frames)
-    keep_indices: np.ndarray | None = None  # (D,) tokens the vision graph kept of this frame
+    keep_indices: np.ndarray | None = None  # (D,), or (V, D) per view: tokens kept of this frame
 
     @property
     def timings_ms(self) -> dict[str, float]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from zipvlm.bundle.format import (
+    AnyresSection,
     Bundle,
     LanguageSection,
     PreprocessSpec,
@@ -12,7 +14,7 @@ from zipvlm.bundle.format import (
     SelectionSection,
     VisionSection,
 )
-from zipvlm.models.tiny import CLIP_MEAN, CLIP_STD
+from zipvlm.models.tiny import CLIP_MEAN, CLIP_STD, NEXT_GRIDS
 
 
 def sample_bundle(path: Path) -> Bundle:
@@ -69,4 +71,25 @@ def sample_qwen_bundle(
         language=LanguageSection("qwen2_5_vl_text", 64, 5, (0, 1), None),
         graphs={"vision.onnx": {"dtype": "float32", "quantization": "none"}},
         qwen=QwenSection(*camera, width, height, 14, 2, 2, min_pixels, max_pixels, 112, 3, (2, 3, 3), 3, 4),
+    )
+
+
+def sample_anyres_bundle(path: Path) -> Bundle:
+    """A tiny LLaVA-NeXT export for a 640x480 camera: 5 views, D = 54, C = 10 per view (not hashed yet)."""
+    bundle = sample_bundle(path)
+    return dataclasses.replace(
+        bundle,
+        model_family="llava_next/clip/llama",
+        selection=SelectionSection(True, 54, 10, 320),
+        anyres=AnyresSection(
+            "llava_next",
+            (640, 480),
+            tuple((rows * 336, cols * 336) for rows, cols in NEXT_GRIDS),
+            None,
+            (2, 2),
+            5,
+            "visionzip",
+            0,
+            54,
+        ),
     )

@@ -11,6 +11,24 @@ import torch
 from zipvlm.models.tiny import TinySpec, build_tiny_llava
 
 FAMILIES = ("clip-llama", "siglip-qwen2")
+# Any-res folders: LLaVA-NeXT (CLIP-336 + Llama) and LLaVA-OneVision (SigLIP-384 + Qwen2), the real
+# view sizes and pinpoints, tiny widths; long enough contexts for transformers' 2,000+ image tokens;
+# a peaked language model, so that greedy answers depend on the image's tokens and their order.
+ANYRES_SPECS = {
+    "llava-next": TinySpec(
+        family="clip-llama", architecture="llava_next", max_positions=8192, language_std=0.25
+    ),
+    "llava-onevision": TinySpec(
+        family="siglip-qwen2",
+        architecture="llava_onevision",
+        image_size=384,
+        max_positions=8192,
+        language_std=0.25,
+    ),
+}
+ANYRES = tuple(ANYRES_SPECS)
+CAMERA = (640, 480)  # the camera the any-res bundles are exported for: 2x2 crops + the whole frame
+ANYRES_ZIP = (54, 10)  # per view: 5 x 64 = 320 image tokens
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +84,27 @@ def qwen_bundles(qwen_folder, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def anyres_folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("anyres")
+    return {name: build_tiny_llava(root / name, spec) for name, spec in ANYRES_SPECS.items()}
+
+
+@pytest.fixture(scope="session")
+def anyres_bundles(anyres_folders, tmp_path_factory) -> dict[str, Path]:
+    """Each any-res folder exported once for the 640x480 camera, VisionZip (54, 10) per view."""
+    from zipvlm.export.pipeline import ExportOptions, export_bundle
+    from zipvlm.models.visionzip import VisionZipConfig
+
+    root = tmp_path_factory.mktemp("anyres-bundles")
+    return {
+        name: export_bundle(
+            ExportOptions(folder, root / name, VisionZipConfig(*ANYRES_ZIP), quant="none", image_size=CAMERA)
+        ).out
+        for name, folder in anyres_folders.items()
+    }
+
+
+@pytest.fixture(scope="session")
 def tied_folders(tiny_folders, tmp_path_factory) -> dict[str, Path]:
     """Tiny folders whose layer L attends uniformly and has identical keys: all ties."""
     from transformers import LlavaForConditionalGeneration
@@ -92,10 +131,10 @@ def tied_folders(tiny_folders, tmp_path_factory) -> dict[str, Path]:
 
 
 def reference_model(folder: Path):
-    """The folder's LlavaForConditionalGeneration with eager attention (maps available)."""
-    from transformers import LlavaForConditionalGeneration
+    """The folder's Llava(Next|Onevision)ForConditionalGeneration with eager attention (maps available)."""
+    from transformers import AutoModelForImageTextToText
 
-    return LlavaForConditionalGeneration.from_pretrained(folder, attn_implementation="eager").eval()
+    return AutoModelForImageTextToText.from_pretrained(folder, attn_implementation="eager").eval()
 
 
 def pixels(batch: int, seed: int, size: int = 336) -> torch.Tensor:

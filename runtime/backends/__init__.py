@@ -33,12 +33,12 @@ class BackendError(ZipvlmError):
 
 class VisionOutput(NamedTuple):
     image_embeds: np.ndarray  # (B, K, hidden) float32
-    keep_indices: np.ndarray  # (B, D) int64, ascending: the tokens kept of each image
+    keep_indices: np.ndarray  # (B, D), or (B, V, D) per view; int64, ascending: the tokens kept
 
 
 class VisionBackend(Protocol):
     def __call__(self, pixels: np.ndarray) -> VisionOutput:
-        """pixel_values (B, 3, S, S) float32 -> the graph's two outputs, copied out."""
+        """pixel_values (B, 3, S, S), or (B, V, 3, S, S) any-res, float32 -> the graph's two outputs."""
         ...
 
 

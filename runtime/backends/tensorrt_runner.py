@@ -1,7 +1,7 @@
 """The `trt` vision backend: a loader that opens a plan only where it fits, and a runner.
 
 The runner is a `VisionBackend` (runtime/backends): `runner(pixels)` -> the
-graph's image_embeds float32 (B, K, H) and keep_indices int64 (B, D). CUDA
+graph's image_embeds float32 (B, K, H) and keep_indices int64 (B, D) or (B, V, D). CUDA
 buffers are allocated once per input shape with cuda-python; each call copies
 the input in, runs `execute_async_v3` on the runner's stream, copies the outputs
 back and synchronises.

@@ -12,6 +12,7 @@ import torch
 
 from zipvlm.bench.language import BenchPlan, prepare, run
 from zipvlm.bench.report import (
+    ANYRES_COLUMNS,
     LANGUAGE_COLUMNS,
     PREFIX_COLUMNS,
     QWEN_COLUMNS,
@@ -111,6 +112,57 @@ def test_gpu_bench_runs_on_tiny_shapes_and_fills_every_column(tmp_path, capsys):
     assert markdown_table(rows, gpu.GPU_COLUMNS) in capsys.readouterr().out
     assert (tmp_path / "gpu.png").stat().st_size > 1000
     assert json.loads((tmp_path / "gpu.json").read_text())["rows"][1]["setting"] == "VisionZip K=24"
+
+
+def test_gpu_bench_times_anyres_views_with_every_layout(tmp_path):
+    from zipvlm.bench import gpu
+    from zipvlm.bundle.anyres import AnyresGeometry
+
+    language = gpu.LanguageShape("tiny Qwen2", "qwen2", 48, 2, 4, 2, 96, 256)
+    views = AnyresGeometry(224, 224, 112, 14, ((112, 224), (224, 112), (224, 224)))  # 2x2 crops + 1
+    rows = gpu.run(
+        [],
+        (),
+        repeats=1,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        anyres_pairs=[(TINY, language, views)],
+        anyres_selections=(None, VisionZipConfig(20, 4)),
+    )
+    # every token: the base view's 64 + the 16x16 crop grid + 16 newlines; VisionZip: 5 x 24
+    assert [row["image_tokens"] for row in rows] == [64 + 16 * 16 + 16, 5 * 24]
+    assert rows[0]["pair"] == "tiny CLIP, 5 views of 224x224 -> tiny Qwen2"
+    assert all(row[key] > 0 for row in rows for key, _, _ in gpu.GPU_COLUMNS if key.endswith(("ms", "ratio")))
+
+
+def test_anyres_bench_times_every_selection_of_a_bundle(anyres_folders, anyres_bundles, tmp_path):
+    import shutil
+    from dataclasses import asdict
+
+    from conftest import ANYRES_SPECS, CAMERA
+
+    from zipvlm.bench.anyres import AnyresCase, bench_case
+    from zipvlm.bench.language import BenchPlan
+
+    spec = ANYRES_SPECS["llava-next"]
+    cache = tmp_path / "cache"  # as prepare() leaves it, from the session's folder and bundle
+    shutil.copytree(anyres_folders["llava-next"], cache / "tiny" / "llava")
+    shutil.copytree(anyres_bundles["llava-next"], cache / "tiny" / "bundle-none")
+    (cache / "tiny" / "spec.json").write_text(json.dumps(asdict(spec)))
+    shutil.copy(anyres_bundles["llava-next"] / "vision.onnx", cache / "tiny" / "vision-320.onnx")  # (54, 10)
+    case = AnyresCase("tiny NeXT", spec, CAMERA, (None, VisionZipConfig(54, 10)), {320: 4.5})
+    plan = BenchPlan({}, ("none",), (), repeats=1, new_tokens=3, threads=1)
+    rows = bench_case("tiny", case, plan, cache)
+    assert [row["image_tokens"] for row in rows] == [2340, 320]  # transformers' count, then 5 x 64
+    assert [row["paper_prefill_speedup"] for row in rows] == ["-", "4.5x"]
+    assert rows[0]["prefill_speedup"] == rows[0]["ttft_speedup"] == 1.0
+    assert all(
+        row[key] > 0
+        for row in rows
+        for key, _, fmt in ANYRES_COLUMNS
+        if fmt != "{}" and key not in ("image_tokens", "prompt_tokens")
+    )
+    assert markdown_table(rows, ANYRES_COLUMNS).count("\n") == 3
 
 
 def test_gpu_bench_without_a_gpu_is_one_line(capsys):

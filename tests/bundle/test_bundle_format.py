@@ -6,7 +6,7 @@ import dataclasses
 import json
 
 import pytest
-from bundles import sample_bundle, sample_qwen_bundle
+from bundles import sample_anyres_bundle, sample_bundle, sample_qwen_bundle
 
 from zipvlm.bundle.errors import BundleError
 from zipvlm.bundle.format import FORMAT_VERSION, Bundle, is_bundle
@@ -32,6 +32,29 @@ def test_written_bundle_reads_back_equal_and_lists_every_file(bundle):
     assert sorted(opened.files) == ["tokenizer.json", "vision.onnx"]
     assert dataclasses.replace(opened, files={}) == sample_bundle(bundle)
     assert is_bundle(bundle)
+    assert "anyres" not in json.loads((bundle / "manifest.json").read_text())  # format 1 as before
+
+
+def test_an_anyres_bundle_reads_back_equal_and_takes_views_per_image(tmp_path):
+    (tmp_path / "vision.onnx").write_bytes(b"graph bytes")
+    sample_anyres_bundle(tmp_path).write()
+    opened = Bundle.open(tmp_path)
+    assert dataclasses.replace(opened, files={}) == sample_anyres_bundle(tmp_path)
+    assert opened.vision_io() == {
+        "pixel_values": [None, 5, 3, 336, 336],
+        "image_embeds": [None, 320, 64],
+        "keep_indices": [None, 5, 54],
+    }
+
+
+def test_an_anyres_grid_its_camera_does_not_give_is_refused(tmp_path):
+    (tmp_path / "vision.onnx").write_bytes(b"graph bytes")
+    sample_anyres_bundle(tmp_path).write()
+    rewrite_manifest(tmp_path, lambda m: m["anyres"].update(camera=[1008, 336]))  # a 1x3 grid
+    with pytest.raises(
+        BundleError, match=r"'anyres' grid \[2, 2\] does not follow from its camera size 1008x336"
+    ):
+        Bundle.open(tmp_path)
 
 
 def test_vision_io_is_the_graph_contract(bundle):

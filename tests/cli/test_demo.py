@@ -40,3 +40,17 @@ def test_the_demo_families_are_the_command_lines():
     from zipvlm.export.demo import DEMOS
 
     assert tuple(DEMOS) == DEMO_FAMILIES
+
+
+@pytest.mark.parametrize("family", ["llava-next", "llava-onevision"])
+def test_the_anyres_demo_models_export_for_the_test_pattern(tmp_path, family):
+    """What `zipvlm demo --family` exports: a folder its export accepts for the 640x480 source
+    (the export and stream themselves are those of the tests/runtime any-res bundles)."""
+    from zipvlm.export.demo import DEMOS
+    from zipvlm.models.anyres import anyres_geometry
+    from zipvlm.models.llava import open_llava_folder
+
+    demo = DEMOS[family]
+    folder = open_llava_folder(demo.build(tmp_path / family))
+    assert anyres_geometry(folder, demo.options["image_size"]).num_views == 5
+    assert "--image-size 640x480" in demo.real_export

@@ -105,6 +105,33 @@ def test_unsupported_model_type_names_the_supported_ones(capsys, tmp_path):
     (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     err = _one_line_error(capsys, export_args(folder, tmp_path / "out"))
     assert "'gpt2'" in err and "supported: LLaVA" in err and "SigLIP" in err
+    assert "LLaVA-NeXT ('llava_next')" in err and "LLaVA-OneVision ('llava_onevision')" in err
+
+
+def test_an_anyres_folder_needs_the_camera_size(capsys, anyres_folders, tmp_path):
+    err = _one_line_error(capsys, export_args(anyres_folders["llava-next"], tmp_path / "out"))
+    assert "is llava_next, whose views depend on the image's size" in err and "--image-size WxH" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("name", "tokens"), [("llava-next", 577), ("llava-onevision", 729)])
+def test_dominant_and_contextual_must_fit_one_view(capsys, anyres_folders, tmp_path, name, tokens):
+    argv = export_args(anyres_folders[name], tmp_path / "out", tokens - 80, 80) + ["--image-size", "640x480"]
+    assert f"below the tower's {tokens} tokens" in _one_line_error(capsys, argv)
+
+
+def test_pinpoints_the_model_and_its_processor_disagree_on_are_refused(capsys, anyres_folders, tmp_path):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(anyres_folders["llava-next"], folder)
+    processor = json.loads((folder / "preprocessor_config.json").read_text())
+    processor["image_grid_pinpoints"] = processor["image_grid_pinpoints"][:2]
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    argv = export_args(folder, tmp_path / "out") + ["--image-size", "640x480"]
+    assert "image_grid_pinpoints differ between config.json and preprocessor_config.json" in (
+        _one_line_error(capsys, argv)
+    )
 
 
 @pytest.mark.parametrize(

@@ -6,57 +6,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from conftest import FAMILIES, pixels, reference_model
+from greedy import NEW_TOKENS, genai_greedy, hf_generate, hf_greedy, prompt_ids
 from reference import reference_visionzip
 
 from zipvlm.bundle.format import Bundle
 from zipvlm.export.pipeline import ExportOptions, export_bundle
-from zipvlm.runtime.prompt import PromptBuilder
-
-NEW_TOKENS = 16
-QUESTION = "What is in the image?"
-
-
-def prompt_ids(bundle) -> list[int]:
-    builder = PromptBuilder(Bundle.open(bundle))
-    return builder.encode(builder.chat_text(QUESTION))
-
-
-def genai_greedy(bundle, ids: list[int], image_embeds: np.ndarray) -> list[int]:
-    import onnxruntime_genai as og
-
-    model = og.Model(str(bundle))
-    params = og.GeneratorParams(model)
-    params.set_search_options(
-        max_length=len(ids) + NEW_TOKENS, min_length=len(ids) + NEW_TOKENS, do_sample=False
-    )
-    generator = og.Generator(model, params)
-    visual = np.ascontiguousarray(image_embeds, dtype=np.float32)  # must outlive the generator
-    generator.set_model_input("visual_embeds", visual)
-    generator.append_tokens(np.asarray(ids, dtype=np.int32))
-    tokens = []
-    while not generator.is_done():
-        generator.generate_next_token()
-        tokens.append(int(generator.get_next_tokens()[0]))
-    return tokens
-
-
-def hf_greedy(model, ids: list[int], image_embeds: torch.Tensor) -> list[int]:
-    """LlavaForConditionalGeneration's own placement of image features, then greedy decoding."""
-    input_ids = torch.tensor([ids])
-    with torch.no_grad():
-        embeds = model.get_input_embeddings()(input_ids)
-        mask = (input_ids == model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
-        embeds = embeds.masked_scatter(mask, image_embeds.to(embeds.dtype))
-        out = model.generate(
-            inputs_embeds=embeds,
-            attention_mask=torch.ones_like(input_ids),
-            max_new_tokens=NEW_TOKENS,
-            min_new_tokens=NEW_TOKENS,
-            do_sample=False,
-        )
-    return out[0].tolist()
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -115,14 +70,39 @@ def test_no_zip_bundle_equals_plain_hf_generate(tiny_folders, tmp_path, family):
         list(range(1 if family == "clip-llama" else 0, 577 if family == "clip-llama" else 576))
     ]
     ids = prompt_ids(bundle)
-    model = reference_model(tiny_folders[family])
-    with torch.no_grad():
-        want = model.generate(
-            input_ids=torch.tensor([ids]),
-            pixel_values=images,
-            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            max_new_tokens=NEW_TOKENS,
-            min_new_tokens=NEW_TOKENS,
-            do_sample=False,
-        )[0, len(ids) :].tolist()
+    want = hf_generate(reference_model(tiny_folders[family]), ids, pixel_values=images)
     assert genai_greedy(bundle, ids, image_embeds) == want
+
+
+@pytest.mark.slow
+def test_a_mistral_sliding_window_is_kept_by_the_decoder(tmp_path):
+    """onnxruntime-genai's builder windows only layers typed 'sliding_attention', and Mistral configs
+    have no layer types: the export writes them, so a prompt longer than the window decodes as
+    transformers decodes it."""
+    from transformers import AutoModelForImageTextToText
+
+    from zipvlm.export.decoder import export_language
+    from zipvlm.models.llava import open_llava_folder
+    from zipvlm.models.tiny import TinySpec, build_tiny_llava
+
+    window = 16
+    spec = TinySpec(
+        family="clip-mistral", architecture="llava_next", sliding_window=window, language_std=0.25
+    )
+    folder = build_tiny_llava(tmp_path / "model", spec)
+    export_language(open_llava_folder(folder), tmp_path, "none", [2])
+    graph = onnx.load(str(tmp_path / "decoder.onnx"), load_external_data=False)
+    windows = [
+        onnx.helper.get_attribute_value(attr)
+        for node in graph.graph.node
+        if node.op_type == "GroupQueryAttention"
+        for attr in node.attribute
+        if attr.name == "local_window_size"
+    ]
+    assert windows == [window] * spec.text_layers
+    ids = [1, *range(10, 50)]  # 41 tokens: more than two windows, no image
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    want = hf_generate(model, ids)
+    assert genai_greedy(tmp_path, ids, np.zeros((1, 1, spec.text_width), np.float32)) == want
+    model.config.text_config.sliding_window = None  # the check has power: unwindowed, another answer
+    assert hf_generate(model, ids) != want
