@@ -27,7 +27,14 @@ import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from zipvlm.bench.language import BenchPlan, prepare, run_peak_rss_mb, time_bundle
+from zipvlm.bench.language import (
+    BenchPlan,
+    add_timing_arguments,
+    prepare,
+    run_peak_rss_mb,
+    time_bundle,
+    ttft_row,
+)
 from zipvlm.bench.report import ANYRES_COLUMNS, machine, machine_line, markdown_table
 from zipvlm.models.tiny import TinySpec
 from zipvlm.models.visionzip import VisionZipConfig
@@ -94,27 +101,19 @@ def bench_case(key: str, case: AnyresCase, plan: BenchPlan, cache: Path) -> list
     timing = time_bundle(bundle, prepared.graphs, plan.repeats, plan.new_tokens, plan.threads, True)
     width, height = case.camera
     rss = run_peak_rss_mb(bundle, cache, plan.new_tokens, (height, width, 3))
-    rows = []
-    for row in sorted(timing["rows"], key=lambda r: -r["image_tokens"]):
-        tokens = row["image_tokens"]
-        rows.append(
-            {
-                "model": case.name,
-                "camera": "{}x{}".format(*case.camera),
-                "quant": quant,
-                "image_tokens": tokens,
-                "prompt_tokens": row["prompt_tokens"],
-                "preprocess_ms": row["preprocess_ms"],
-                "vision_ms": row["vision_ms"],
-                "prefill_ms": row["prefill_ms"],
-                "ttft_ms": row["preprocess_ms"] + row["vision_ms"] + row["first_token_ms"],
-                "decode_tokens_per_s": row["decode_tokens_per_s"],
-                "peak_rss_mb": rss,
-                "paper_prefill_speedup": f"{case.paper[tokens]:g}x" if tokens in case.paper else "-",
-            }
-        )
+    rows = [
+        {
+            "model": case.name,
+            "camera": "{}x{}".format(*case.camera),
+            "quant": quant,
+            **ttft_row(timed, rss),
+        }
+        for timed in sorted(timing["rows"], key=lambda r: -r["image_tokens"])
+    ]
     full = rows[0]
     for row in rows:
+        paper = case.paper.get(row["image_tokens"])
+        row["paper_prefill_speedup"] = f"{paper:g}x" if paper else "-"
         row["prefill_speedup"] = full["prefill_ms"] / row["prefill_ms"]
         row["ttft_speedup"] = full["ttft_ms"] / row["ttft_ms"]
     return rows
@@ -130,11 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "--cases", default=",".join(CASES), help=f"comma-separated (default {','.join(CASES)})"
     )
     parser.add_argument("--quant", default="int8", choices=("none", "int8", "int4"), help="decoder weights")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median)")
-    parser.add_argument("--new-tokens", type=int, default=32, help="tokens decoded per run")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for onnxruntime")
-    parser.add_argument("--cache", type=Path, default=Path("artifacts/bench/cache"))
-    parser.add_argument("--out", type=Path, default=Path("artifacts/bench"))
+    add_timing_arguments(parser, Path("artifacts/bench/cache"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="  %(message)s")  # the export's stage lines
     keys = args.cases.split(",")

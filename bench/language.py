@@ -156,6 +156,32 @@ def time_bundle(
     return json.loads(done.stdout)
 
 
+def add_timing_arguments(parser: argparse.ArgumentParser, cache: Path) -> None:
+    """The flags of every bench timed by bench.runtime_timing."""
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median)")
+    parser.add_argument("--new-tokens", type=int, default=32, help="tokens decoded per run")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for onnxruntime")
+    parser.add_argument(
+        "--cache", type=Path, default=cache, help=f"built folders and bundles (default {cache})"
+    )
+    parser.add_argument("--out", type=Path, default=Path("artifacts/bench"))
+
+
+def ttft_row(timed: dict, peak_rss_mb: float) -> dict:
+    """One vision graph's figures from bench.runtime_timing (run with --time-vision): TTFT is
+    preprocess + vision + prefill + first token."""
+    return {
+        "image_tokens": timed["image_tokens"],
+        "prompt_tokens": timed["prompt_tokens"],
+        "preprocess_ms": timed["preprocess_ms"],
+        "vision_ms": timed["vision_ms"],
+        "prefill_ms": timed["prefill_ms"],
+        "ttft_ms": timed["preprocess_ms"] + timed["vision_ms"] + timed["first_token_ms"],
+        "decode_tokens_per_s": timed["decode_tokens_per_s"],
+        "peak_rss_mb": peak_rss_mb,
+    }
+
+
 def vm_hwm_kb(pid: int) -> int:
     """The process's peak resident set (VmHWM) so far, in kB; 0 once it has gone."""
     try:
@@ -305,11 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated decoder shapes (default: {','.join(MODELS)})",
     )
     parser.add_argument("--quants", default=",".join(QUANTS), help="decoder precisions to time")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median)")
-    parser.add_argument("--new-tokens", type=int, default=32, help="tokens decoded per run")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for onnxruntime")
-    parser.add_argument("--cache", type=Path, default=Path("artifacts/bench/cache"))
-    parser.add_argument("--out", type=Path, default=Path("artifacts/bench"))
+    add_timing_arguments(parser, Path("artifacts/bench/cache"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="  %(message)s")  # the export's stage lines
     unknown = [m for m in args.models.split(",") if m not in MODELS]

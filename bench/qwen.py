@@ -27,7 +27,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from zipvlm.bench.language import run_peak_rss_mb, time_bundle
+from zipvlm.bench.language import add_timing_arguments, run_peak_rss_mb, time_bundle, ttft_row
 from zipvlm.bench.report import QWEN_COLUMNS, machine, machine_line, markdown_table
 from zipvlm.bundle.format import Bundle
 from zipvlm.models.tiny_qwen import QWEN25VL_3B, TinyQwenSpec, build_tiny_qwen25vl
@@ -111,14 +111,7 @@ def run(plan: QwenPlan, cache: Path) -> list[dict]:
             {
                 "setting": setting.name,
                 "camera": f"{width}x{height}",
-                "image_tokens": tokens,
-                "prompt_tokens": row["prompt_tokens"],
-                "preprocess_ms": row["preprocess_ms"],
-                "vision_ms": row["vision_ms"],
-                "prefill_ms": row["prefill_ms"],
-                "ttft_ms": row["preprocess_ms"] + row["vision_ms"] + row["first_token_ms"],
-                "decode_tokens_per_s": row["decode_tokens_per_s"],
-                "peak_rss_mb": rss,
+                **ttft_row(row, rss),
                 "load_s": timing["load_s"],
             }
         )
@@ -135,11 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median)")
-    parser.add_argument("--new-tokens", type=int, default=32, help="tokens decoded per run")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for onnxruntime")
-    parser.add_argument("--cache", type=Path, default=Path("artifacts/bench/qwen-cache"))
-    parser.add_argument("--out", type=Path, default=Path("artifacts/bench"))
+    add_timing_arguments(parser, Path("artifacts/bench/qwen-cache"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="  %(message)s")  # the export's stage lines
     plan = QwenPlan(repeats=args.repeats, new_tokens=args.new_tokens, threads=args.threads)

@@ -51,6 +51,11 @@ class QwenExport:
         return self.grid.height, self.grid.width
 
     @property
+    def views(self) -> int | None:
+        """One view per image: pixel_values (B, 3, H, W)."""
+        return None
+
+    @property
     def half_scopes(self) -> tuple[str, ...]:
         """Every block but the probe block (its scores and keys pick the tokens), and the merger."""
         blocks = range(int(self.folder.vision.depth))

@@ -155,7 +155,7 @@ def preprocess(image: np.ndarray, spec: PreprocessSpec, channel_order: str = "BG
 
 def model_input(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """The processor's per-image steps on (H, W, 3) uint8 RGB -> (3, S, S) float32: resize,
-    centre crop, rescale (in float64, then float32, as transformers does), normalise."""
+    centre crop, rescale and normalise."""
     if spec.resize is not None:
         height, width = rgb.shape[:2]
         rgb = resize(rgb, *output_size(height, width, spec.resize), spec.resample)
@@ -168,6 +168,12 @@ def model_input(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
             f"preprocessing gave {rgb.shape[:2]}, the vision graph takes "
             f"{spec.image_size}x{spec.image_size}: check the manifest's preprocess"
         )
+    return normalise(rgb, spec)
+
+
+def normalise(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32: the rescale in float64 cast to float32, as
+    transformers does (a float32 rescale differs by an ulp), then the normalisation in float32."""
     scaled = (rgb.astype(np.float64) * spec.rescale_factor).astype(np.float32)
     normalised = (scaled - np.array(spec.mean, np.float32)) / np.array(spec.std, np.float32)
     return np.ascontiguousarray(normalised.transpose(2, 0, 1))
@@ -187,9 +193,7 @@ def grid_preprocess(image: np.ndarray, bundle: Bundle, channel_order: str = "BGR
     rgb = to_rgb(image, channel_order)
     _note_other_size(*rgb.shape[:2], qwen)
     rgb = resize(rgb, qwen.image_height, qwen.image_width, spec.resample)
-    scaled = (rgb.astype(np.float64) * spec.rescale_factor).astype(np.float32)
-    normalised = (scaled - np.array(spec.mean, np.float32)) / np.array(spec.std, np.float32)
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
+    return normalise(rgb, spec)[None]
 
 
 @lru_cache(maxsize=16)
