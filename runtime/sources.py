@@ -1,5 +1,5 @@
 """Frame sources: a camera index, a video file, an RTSP/HTTP URL, a GStreamer pipeline,
-a folder of images, or `synthetic` (a moving, timestamped test pattern).
+a folder of images, or `synthetic[:SEED]` (the scene world's moving camera, runtime/scene).
 
 A reader opens a source and returns frames one by one, paced like the camera it
 stands for: a file plays at its own frame rate, a folder and the synthetic
@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from zipvlm.bundle.errors import ArgumentError, ZipvlmError
+from zipvlm.runtime.scene.moving import SceneCamera
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "tcp://")
@@ -33,17 +34,29 @@ class SourceSpec:
     kind: str  # camera | file | url | gstreamer | folder | synthetic
     target: str
     loop: bool = False  # files and folders: start again at the end
-    fps: float = 30.0  # pace of folders and the synthetic pattern (files use their own)
+    fps: float = 30.0  # pace of folders and the synthetic camera (files use their own)
 
     def describe(self) -> str:
-        return "synthetic test pattern" if self.kind == "synthetic" else f"{self.kind} {self.target}"
+        if self.kind == "synthetic":
+            return f"synthetic scene {self.synthetic_seed}"
+        return f"{self.kind} {self.target}"
+
+    @property
+    def synthetic_seed(self) -> int:
+        """The scene world of `synthetic:SEED` (`synthetic` is world 0)."""
+        return int(self.target.partition(":")[2] or 0)
 
 
 def parse_source(text: str, loop: bool = False, fps: float = 30.0) -> SourceSpec:
     """What SRC names, decided from its form; one clear line when it names nothing."""
     if fps <= 0:
         raise ArgumentError(f"--fps must be positive, got {fps}")
-    if text == "synthetic":
+    if text == "synthetic" or text.startswith("synthetic:"):
+        seed = text.partition(":")[2]
+        if text != "synthetic" and not seed.isdigit():
+            raise ArgumentError(
+                f"--source {text}: the synthetic scene's seed must be a number, e.g. synthetic:3"
+            )
         return SourceSpec("synthetic", text, loop, fps)
     if text.isdigit():
         return SourceSpec("camera", text, loop, fps)
@@ -58,7 +71,7 @@ def parse_source(text: str, loop: bool = False, fps: float = 30.0) -> SourceSpec
         return SourceSpec("file", text, loop, fps)
     raise ArgumentError(
         f"--source {text}: not a camera index, video file, image folder, "
-        "rtsp/http URL, GStreamer pipeline (with '!') or 'synthetic'"
+        "rtsp/http URL, GStreamer pipeline (with '!') or 'synthetic[:SEED]'"
     )
 
 
@@ -177,35 +190,21 @@ class FolderReader:
 
 
 class SyntheticReader:
-    """A moving, timestamped test pattern: colour bars, a bouncing disc, the frame number."""
+    """The scene world's moving camera (runtime/scene/moving.py): 640x480 BGR frames, frame i
+    showing the scene at t = i / fps, so `scene(i)` is the truth behind the i-th frame read."""
 
     def __init__(self, spec: SourceSpec, height: int = 480, width: int = 640):
         self.pacer = Pacer(spec.fps)
-        self.shape = (height, width, 3)
+        self.camera = SceneCamera(spec.synthetic_seed, spec.fps, width, height)
+        self.scene = self.camera.scene
         self.count = 0
-        bars = np.linspace(0, 179, 8, dtype=np.uint8).repeat(width // 8 + 1)[:width]
-        hsv = np.stack(
-            [
-                np.broadcast_to(bars, (height, width)),
-                np.full((height, width), 200),
-                np.full((height, width), 220),
-            ],
-            axis=-1,
-        ).astype(np.uint8)
-        self.background = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
 
     def open(self) -> None:
         self.count = 0
 
     def read(self) -> np.ndarray | None:
         self.pacer.wait()
-        frame = self.background.copy()
-        height, width = self.shape[:2]
-        t = self.count / 30.0
-        centre = (int(width / 2 + width / 3 * np.sin(t)), int(height / 2 + height / 4 * np.cos(1.3 * t)))
-        cv2.circle(frame, centre, 40, (255, 255, 255), -1)
-        stamp = time.strftime("%H:%M:%S", time.localtime()) + f"  #{self.count}"
-        cv2.putText(frame, stamp, (12, height - 16), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 2)
+        frame = self.camera.frame(self.count)
         self.count += 1
         return frame
 

@@ -145,7 +145,8 @@ def test_folder_gives_evenly_spaced_images_in_name_order(media, tmp_path, capsys
 
 
 def test_synthetic_live_source_gives_distinct_frames(tmp_path):
-    collect(CollectOptions("synthetic", 3, tmp_path / "frames", every=0.0))
+    # the scene's objects glide at about a tenth of the view per second: candidates 0.4 s apart
+    collect(CollectOptions("synthetic", 3, tmp_path / "frames", every=0.4))
     frame_set = load_frame_set(tmp_path / "frames")
     assert len(frame_set) == 3 and frame_set.sampling["source_kind"] == "synthetic"
     assert len({f.sha256 for f in frame_set.frames}) == 3

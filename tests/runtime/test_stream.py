@@ -225,6 +225,8 @@ def test_a_backend_error_is_reported_on_its_answer_and_the_next_frame_is_served(
     ("source", "message"),
     [
         ("nowhere.mp4", "--source nowhere.mp4: not a camera index"),
+        ("synthetic:x", "--source synthetic:x: the synthetic scene's seed must be a number"),
+        ("synthetic:", "the synthetic scene's seed must be a number"),
         ("videotestsrc ! appsink", "--source is a GStreamer pipeline, but this OpenCV was built without"),
     ],
 )
